@@ -1,0 +1,86 @@
+//! The `liaison` command.
+
+mod agreement_cmd;
+mod keygen;
+mod policy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "liaison", version, about = "Hotlines and agreement-governed exchange between parties that do not fully trust each other")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make a party's Ed25519 signing key.
+    Keygen(keygen::Args),
+    /// Check, show, sign and verify agreement files.
+    #[command(subcommand)]
+    Agreement(agreement_cmd::Command),
+    /// Explain release decisions.
+    #[command(subcommand)]
+    Policy(policy::Command),
+}
+
+/// How a command ended: exit 0, or a specific non-zero code it chose.
+#[derive(Debug)]
+pub enum Exit {
+    Ok,
+    Code(u8),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keygen(args) => keygen::run(args),
+        Command::Agreement(cmd) => agreement_cmd::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
+    };
+    match result {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::Code(c)) => ExitCode::from(c),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Reads a text file people wrote, refusing non-UTF-8 with a clear message.
+pub fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: byte {} is not UTF-8, expected a UTF-8 text file",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Writes a file by renaming a complete temporary copy over it, so a crash never
+/// leaves half a file.
+pub fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let tmp = path.with_extension("tmp~");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace `{}`", path.display()))?;
+    Ok(())
+}
+
+/// Parses an RFC 3339 instant given on the command line, or now.
+pub fn instant_or_now(at: Option<&str>) -> anyhow::Result<jiff::Timestamp> {
+    match at {
+        Some(s) => liaison_core::parse::parse_instant(s).map_err(|e| anyhow::anyhow!("--at: {e}")),
+        None => Ok(jiff::Timestamp::now()),
+    }
+}
