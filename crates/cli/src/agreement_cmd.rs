@@ -63,7 +63,14 @@ fn check(files: &[PathBuf]) -> anyhow::Result<Exit> {
             parse_agreement(&f.display().to_string(), &text).map_err(|d| anyhow::anyhow!("{d}"))
         });
         match result {
-            Ok(a) => println!("{}: ok: `{}` version {} ({} parties, {} channels)", f.display(), a.id, a.version, a.parties.len(), a.channels.len()),
+            Ok(a) => println!(
+                "{}: ok: `{}` version {} ({} parties, {} channels)",
+                f.display(),
+                a.id,
+                a.version,
+                a.parties.len(),
+                a.channels.len()
+            ),
             Err(e) => {
                 bad += 1;
                 eprintln!("{e:#}");
@@ -83,7 +90,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -96,7 +103,11 @@ fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<
     let t = crate::instant_or_now(at)?;
     let compiled = liaison_core::release::Compiled::new(a);
     let a = &compiled.agreement;
-    let states: Vec<(String, Participation)> = a.parties.iter().map(|p| (p.id.to_string(), compiled.participation(&p.id, t))).collect();
+    let states: Vec<(String, Participation)> = a
+        .parties
+        .iter()
+        .map(|p| (p.id.to_string(), compiled.participation(&p.id, t)))
+        .collect();
     let next = next_deadline(a, &states, t);
     let zone = liaison_core::lifecycle::zone_of(a);
     if json {
@@ -116,13 +127,25 @@ fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
     }
-    println!("{} — {} (version {}){}", a.id, a.title, a.version, if a.draft { " DRAFT" } else { "" });
+    println!(
+        "{} — {} (version {}){}",
+        a.id,
+        a.title,
+        a.version,
+        if a.draft { " DRAFT" } else { "" }
+    );
     println!("digest {}", hex_digest(a));
     println!("at {}", liaison_core::lifecycle::show_instant(t, &zone));
     println!("\nparties:");
     for (p, (_, s)) in a.parties.iter().zip(&states) {
         let desks: Vec<&str> = p.desks.iter().map(|d| d.id.as_str()).collect();
-        println!("  {:<4} {:<20} {}  [{}]", p.id, s.name(), p.name, desks.join(", "));
+        println!(
+            "  {:<4} {:<20} {}  [{}]",
+            p.id,
+            s.name(),
+            p.name,
+            desks.join(", ")
+        );
         println!("       {}", s.explain(&p.id, &zone));
     }
     if !a.channels.is_empty() {
@@ -130,10 +153,18 @@ fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<
         for c in &a.channels {
             let desks: Vec<&str> = c.desks.iter().map(|d| d.as_str()).collect();
             let extra = match (&c.test_interval, &c.ack_deadline) {
-                (Some(i), Some(d)) => format!(", tested every {i:#}, FLASH acknowledged within {d:#}"),
+                (Some(i), Some(d)) => {
+                    format!(", tested every {i:#}, FLASH acknowledged within {d:#}")
+                }
                 _ => String::new(),
             };
-            println!("  {} ({}): {} up to {}{extra}", c.id, c.kind.as_str(), desks.join(" ↔ "), a.common_name(c.ceiling));
+            println!(
+                "  {} ({}): {} up to {}{extra}",
+                c.id,
+                c.kind.as_str(),
+                desks.join(" ↔ "),
+                a.common_name(c.ceiling)
+            );
         }
     }
     if let Some(term) = &a.term {
@@ -150,7 +181,10 @@ fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<
         println!();
     }
     match &next {
-        Some((when, what)) => println!("next deadline: {} — {what}", liaison_core::lifecycle::show_instant(*when, &zone)),
+        Some((when, what)) => println!(
+            "next deadline: {} — {what}",
+            liaison_core::lifecycle::show_instant(*when, &zone)
+        ),
         None => println!("next deadline: none"),
     }
     if !a.conditions.is_empty() {
@@ -177,8 +211,15 @@ fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<
                 Per::Quarter => " a quarter",
                 Per::Year => " a year",
             };
-            let period = o.period.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
-            println!("  {}: {} → {}: {what}{per}{period} [{:?}]", o.id, o.from, o.to, o.state);
+            let period = o
+                .period
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
+            println!(
+                "  {}: {} → {}: {what}{per}{period} [{:?}]",
+                o.id, o.from, o.to, o.state
+            );
             println!("       source: {}", o.source);
             if let Some(n) = &o.note {
                 println!("       note: {n}");
@@ -191,44 +232,81 @@ fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<
     if !a.events.is_empty() {
         println!("\nevents:");
         for e in &a.events {
-            println!("  {} {} by {}{}", e.at, e.kind.name(), e.party, if e.signature.is_some() { " (signed)" } else { "" });
+            println!(
+                "  {} {} by {}{}",
+                e.at,
+                e.kind.name(),
+                e.party,
+                if e.signature.is_some() {
+                    " (signed)"
+                } else {
+                    ""
+                }
+            );
         }
     }
     Ok(Exit::Ok)
 }
 
 fn hex_digest(a: &Agreement) -> String {
-    agreement_digest(a).iter().map(|b| format!("{b:02x}")).collect()
+    agreement_digest(a)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The soonest instant after `t` at which something must happen or will change.
-fn next_deadline(a: &Agreement, states: &[(String, Participation)], t: jiff::Timestamp) -> Option<(jiff::Timestamp, String)> {
+fn next_deadline(
+    a: &Agreement,
+    states: &[(String, Participation)],
+    t: jiff::Timestamp,
+) -> Option<(jiff::Timestamp, String)> {
     let mut candidates: Vec<(jiff::Timestamp, String)> = Vec::new();
     for (p, s) in states {
         match s {
-            Participation::NoticeGiven { lapses, condition, .. } => {
-                let unless = condition.as_ref().map(|c| format!(" unless `{c}` is recorded first")).unwrap_or_default();
+            Participation::NoticeGiven {
+                lapses, condition, ..
+            } => {
+                let unless = condition
+                    .as_ref()
+                    .map(|c| format!(" unless `{c}` is recorded first"))
+                    .unwrap_or_default();
                 candidates.push((*lapses, format!("{p}'s participation lapses{unless}")));
             }
-            Participation::Signed { effective } => candidates.push((*effective, "the agreement takes effect".to_owned())),
-            Participation::Suspended { until: Some(u), .. } => candidates.push((*u, format!("{p}'s suspension ends"))),
+            Participation::Signed { effective } => {
+                candidates.push((*effective, "the agreement takes effect".to_owned()))
+            }
+            Participation::Suspended { until: Some(u), .. } => {
+                candidates.push((*u, format!("{p}'s suspension ends")))
+            }
             _ => {}
         }
     }
-    if let Some(term) = &a.term {
-        if let Some(end) = term_end_after(term, t) {
-            if let Some(n) = term.notice {
-                if let Ok(deadline) = end.to_zoned(term.effective.time_zone().clone()).checked_sub(n) {
-                    if deadline.timestamp() > t {
-                        candidates.push((deadline.timestamp(), "last moment to give notice before the term ends".to_owned()));
-                    }
-                }
-            }
-            let what = if term.auto_renew { "the term renews unless notice was given" } else { "the term ends" };
-            candidates.push((end, what.to_owned()));
+    if let Some(term) = &a.term
+        && let Some(end) = term_end_after(term, t)
+    {
+        if let Some(n) = term.notice
+            && let Ok(deadline) = end
+                .to_zoned(term.effective.time_zone().clone())
+                .checked_sub(n)
+            && deadline.timestamp() > t
+        {
+            candidates.push((
+                deadline.timestamp(),
+                "last moment to give notice before the term ends".to_owned(),
+            ));
         }
+        let what = if term.auto_renew {
+            "the term renews unless notice was given"
+        } else {
+            "the term ends"
+        };
+        candidates.push((end, what.to_owned()));
     }
-    candidates.into_iter().filter(|(w, _)| *w > t).min_by_key(|(w, _)| *w)
+    candidates
+        .into_iter()
+        .filter(|(w, _)| *w > t)
+        .min_by_key(|(w, _)| *w)
 }
 
 fn sign(file: &std::path::Path, key: &std::path::Path, add_key: bool) -> anyhow::Result<Exit> {
@@ -237,9 +315,17 @@ fn sign(file: &std::path::Path, key: &std::path::Path, add_key: bool) -> anyhow:
     let text = read_text(file)?;
     let (signed, summary) = sign_document(&file.display().to_string(), &text, &key, add_key)?;
     write_atomic(file, &signed)?;
-    println!("{}: signed by {} with {}", file.display(), key.party, key.public());
+    println!(
+        "{}: signed by {} with {}",
+        file.display(),
+        key.party,
+        key.public()
+    );
     if summary.key_added {
-        println!("added the key to {}'s keys; dropped {} signature(s) over the old text", key.party, summary.dropped_signatures);
+        println!(
+            "added the key to {}'s keys; dropped {} signature(s) over the old text",
+            key.party, summary.dropped_signatures
+        );
     }
     if summary.events_signed > 0 {
         println!("signed {} event(s) of {}", summary.events_signed, key.party);
@@ -257,7 +343,10 @@ fn verify(file: &std::path::Path) -> anyhow::Result<Exit> {
         eprintln!("{}: {problem}", file.display());
     }
     if report.is_complete() {
-        println!("{}: every party's signature and every event verify", file.display());
+        println!(
+            "{}: every party's signature and every event verify",
+            file.display()
+        );
         Ok(Exit::Ok)
     } else {
         Ok(Exit::Code(1))

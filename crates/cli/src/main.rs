@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "liaison", version, about = "Hotlines and agreement-governed exchange between parties that do not fully trust each other")]
+#[command(
+    name = "liaison",
+    version,
+    about = "Hotlines and agreement-governed exchange between parties that do not fully trust each other"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,8 @@ pub fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
     let tmp = path.with_extension("tmp~");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot replace `{}`", path.display()))?;

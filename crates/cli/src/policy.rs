@@ -75,7 +75,10 @@ pub fn run(cmd: Command) -> anyhow::Result<Exit> {
 fn explain(args: ExplainArgs) -> anyhow::Result<Exit> {
     let from = DeskId::new(&args.from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
     let to = DeskId::new(&args.to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-    let label: Label = args.label.parse().map_err(|e| anyhow::anyhow!("--label: {e}"))?;
+    let label: Label = args
+        .label
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--label: {e}"))?;
     let originator = args
         .originator
         .as_deref()
@@ -84,7 +87,13 @@ fn explain(args: ExplainArgs) -> anyhow::Result<Exit> {
         .map_err(|e| anyhow::anyhow!("--originator: {e}"))?;
     let at = crate::instant_or_now(args.at.as_deref())?;
     let set = AgreementSet::new(load_dir(&args.agreements)?);
-    let req = ReleaseRequest { from: &from, to: &to, label: &label, originator: originator.as_ref(), consents: &[] };
+    let req = ReleaseRequest {
+        from: &from,
+        to: &to,
+        label: &label,
+        originator: originator.as_ref(),
+        consents: &[],
+    };
     let d = decide(&set, &req, at);
     if args.json {
         let json = serde_json::json!({

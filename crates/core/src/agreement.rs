@@ -151,8 +151,13 @@ pub enum ObligationState {
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Owed {
     /// Money in whole units of the currency.
-    Payment { amount: u64, currency: String },
-    Act { act: String },
+    Payment {
+        amount: u64,
+        currency: String,
+    },
+    Act {
+        act: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -188,9 +193,15 @@ pub enum EventKind {
     Signed,
     NoticeOfWithdrawal,
     /// Withdraws an earlier notice; with a condition, only once that condition is recorded.
-    NoticeWithdrawn { condition: Option<String> },
-    ConditionRecorded { condition: String },
-    Suspended { until: Option<Timestamp> },
+    NoticeWithdrawn {
+        condition: Option<String>,
+    },
+    ConditionRecorded {
+        condition: String,
+    },
+    Suspended {
+        until: Option<Timestamp>,
+    },
     Resumed,
     /// Ends the agreement for every party.
     Terminated,
@@ -241,7 +252,10 @@ impl Agreement {
 
 impl PartyScale {
     pub fn to_common(&self, name: &str) -> Option<usize> {
-        self.levels.iter().find(|l| l.name == name).map(|l| l.common)
+        self.levels
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.common)
     }
     pub fn from_common(&self, common: usize) -> Option<&str> {
         self.levels

@@ -129,8 +129,13 @@ pub enum EventSignatureError {
 }
 
 pub fn verify_event(a: &Agreement, event: &Event) -> Result<(), EventSignatureError> {
-    let sig = event.signature.as_deref().ok_or(EventSignatureError::Unsigned)?;
-    let party = a.party(event.party.as_str()).ok_or(EventSignatureError::NoKey)?;
+    let sig = event
+        .signature
+        .as_deref()
+        .ok_or(EventSignatureError::Unsigned)?;
+    let party = a
+        .party(event.party.as_str())
+        .ok_or(EventSignatureError::NoKey)?;
     if party.keys.is_empty() {
         return Err(EventSignatureError::NoKey);
     }

@@ -22,7 +22,9 @@ pub struct DeskId {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("`{0}` is not a party id, expected letters, digits, `_` or `-` starting with a letter (at most 64)")]
+    #[error(
+        "`{0}` is not a party id, expected letters, digits, `_` or `-` starting with a letter (at most 64)"
+    )]
     Party(String),
     #[error("`{0}` is not a desk, expected `PARTY.name` such as `ROK.navy`")]
     Desk(String),

@@ -47,7 +47,11 @@ impl Label {
     /// The label's place on an agreement's common scale, if the agreement maps it.
     pub fn to_common(&self, a: &Agreement) -> Option<usize> {
         match &self.scheme {
-            Scheme::Common => a.classification.common.iter().position(|c| *c == self.level),
+            Scheme::Common => a
+                .classification
+                .common
+                .iter()
+                .position(|c| *c == self.level),
             Scheme::Party(p) => a.scale(p.as_str())?.to_common(&self.level),
         }
     }

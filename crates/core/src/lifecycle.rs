@@ -24,9 +24,13 @@ pub enum Participation {
     /// The party has not signed.
     AwaitingSignatures,
     /// Signed, but the term has not begun.
-    Signed { effective: Timestamp },
+    Signed {
+        effective: Timestamp,
+    },
     /// In force; `term_ends` is the end of the current term, if the term is finite.
-    InForce { term_ends: Option<Timestamp> },
+    InForce {
+        term_ends: Option<Timestamp>,
+    },
     /// In force until `lapses`, because of a notice given at `given`; if `condition` is
     /// set, the party has offered to withdraw the notice once it is recorded.
     NoticeGiven {
@@ -44,7 +48,10 @@ pub enum Participation {
         since: Timestamp,
         until: Option<Timestamp>,
     },
-    Terminated { at: Timestamp, by: PartyId },
+    Terminated {
+        at: Timestamp,
+        by: PartyId,
+    },
 }
 
 impl Participation {
@@ -73,33 +80,86 @@ impl Participation {
         match self {
             Self::Draft => "the agreement is a draft and has never been in force".to_owned(),
             Self::AwaitingSignatures => format!("`{party}` has not signed the agreement"),
-            Self::Signed { effective } => format!("`{party}` signed, but the agreement takes effect only at {}", show(effective)),
-            Self::InForce { term_ends: Some(e) } => format!("`{party}` takes part; the current term ends at {}", show(e)),
+            Self::Signed { effective } => format!(
+                "`{party}` signed, but the agreement takes effect only at {}",
+                show(effective)
+            ),
+            Self::InForce { term_ends: Some(e) } => {
+                format!("`{party}` takes part; the current term ends at {}", show(e))
+            }
             Self::InForce { term_ends: None } => format!("`{party}` takes part"),
-            Self::NoticeGiven { given, lapses, condition } => {
-                let mut s = format!("`{party}` gave notice of withdrawal at {}; its participation lapses at {}", show(given), show(lapses));
+            Self::NoticeGiven {
+                given,
+                lapses,
+                condition,
+            } => {
+                let mut s = format!(
+                    "`{party}` gave notice of withdrawal at {}; its participation lapses at {}",
+                    show(given),
+                    show(lapses)
+                );
                 if let Some(c) = condition {
                     s.push_str(&format!(" unless condition `{c}` is recorded first"));
                 }
                 s
             }
-            Self::Lapsed { at, notice: Some(n) } => format!("`{party}`'s participation lapsed at {} after its notice of withdrawal given at {}", show(at), show(n)),
-            Self::Lapsed { at, notice: None } => format!("`{party}`'s participation lapsed at {} when the term ended without renewal", show(at)),
-            Self::Suspended { since, until: Some(u) } => format!("`{party}`'s participation is suspended from {} until {}", show(since), show(u)),
-            Self::Suspended { since, until: None } => format!("`{party}`'s participation is suspended since {}", show(since)),
-            Self::Terminated { at, by } => format!("the agreement was terminated by `{by}` at {}", show(at)),
+            Self::Lapsed {
+                at,
+                notice: Some(n),
+            } => format!(
+                "`{party}`'s participation lapsed at {} after its notice of withdrawal given at {}",
+                show(at),
+                show(n)
+            ),
+            Self::Lapsed { at, notice: None } => format!(
+                "`{party}`'s participation lapsed at {} when the term ended without renewal",
+                show(at)
+            ),
+            Self::Suspended {
+                since,
+                until: Some(u),
+            } => format!(
+                "`{party}`'s participation is suspended from {} until {}",
+                show(since),
+                show(u)
+            ),
+            Self::Suspended { since, until: None } => format!(
+                "`{party}`'s participation is suspended since {}",
+                show(since)
+            ),
+            Self::Terminated { at, by } => {
+                format!("the agreement was terminated by `{by}` at {}", show(at))
+            }
         }
     }
 }
 
 /// An instant as people read it: RFC 3339 in the given zone, e.g. `2019-11-23T00:00:00+09:00`.
 pub fn show_instant(t: Timestamp, zone: &TimeZone) -> String {
-    t.to_zoned(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    // Seconds precision with the numeric offset: what people write in agreements.
+    let z = t.to_zoned(zone.clone());
+    let dt = z.datetime();
+    let off = z.offset().seconds();
+    let (sign, off) = if off < 0 { ('-', -off) } else { ('+', off) };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        off / 3600,
+        (off % 3600) / 60
+    )
 }
 
 /// The agreement's own time zone (its term's), UTC for drafts without a term.
 pub fn zone_of(a: &Agreement) -> TimeZone {
-    a.term.as_ref().map(|t| t.effective.time_zone().clone()).unwrap_or(TimeZone::UTC)
+    a.term
+        .as_ref()
+        .map(|t| t.effective.time_zone().clone())
+        .unwrap_or(TimeZone::UTC)
 }
 
 fn add(z: &Zoned, span: Span, times: i64) -> Option<Zoned> {
@@ -117,7 +177,8 @@ pub fn term_end_after(term: &Term, t: Timestamp) -> Option<Timestamp> {
     // Jump close by estimate, then step; calendar arithmetic from `effective` each time
     // so month ends do not drift.
     let secs = (first.as_second() - term.effective.timestamp().as_second()).max(1);
-    let guess = ((t.as_second() - term.effective.timestamp().as_second()) / secs).clamp(1, TERM_PERIODS_MAX);
+    let guess = ((t.as_second() - term.effective.timestamp().as_second()) / secs)
+        .clamp(1, TERM_PERIODS_MAX);
     let mut k = (guess - 1).max(1);
     while k <= TERM_PERIODS_MAX {
         let end = add(&term.effective, length, k)?.timestamp();
@@ -142,7 +203,12 @@ pub fn lapse_for_notice(term: &Term, given: Timestamp) -> Timestamp {
     if term.length.is_none() {
         let notice_end = term
             .notice
-            .and_then(|n| given.to_zoned(term.effective.time_zone().clone()).checked_add(n).ok())
+            .and_then(|n| {
+                given
+                    .to_zoned(term.effective.time_zone().clone())
+                    .checked_add(n)
+                    .ok()
+            })
             .map(|z| z.timestamp());
         return notice_end.unwrap_or(given);
     }
@@ -177,7 +243,10 @@ pub fn participation_at(a: &Agreement, party: &PartyId, t: Timestamp) -> Partici
         .iter()
         .find(|e| matches!(e.kind, EventKind::Terminated) && e.at <= t)
     {
-        return Participation::Terminated { at: e.at, by: e.party.clone() };
+        return Participation::Terminated {
+            at: e.at,
+            by: e.party.clone(),
+        };
     }
     let Some(signed) = a
         .events
@@ -193,12 +262,14 @@ pub fn participation_at(a: &Agreement, party: &PartyId, t: Timestamp) -> Partici
     if t < effective {
         return Participation::Signed { effective };
     }
-    if !term.auto_renew {
-        if let Some(end) = term_end_after(term, effective) {
-            if t >= end {
-                return Participation::Lapsed { at: end, notice: None };
-            }
-        }
+    if !term.auto_renew
+        && let Some(end) = term_end_after(term, effective)
+        && t >= end
+    {
+        return Participation::Lapsed {
+            at: end,
+            notice: None,
+        };
     }
 
     // Replay the party's notices in time order up to t.
@@ -210,15 +281,19 @@ pub fn participation_at(a: &Agreement, party: &PartyId, t: Timestamp) -> Partici
     let mut notice: Option<Notice> = None;
     let mut suspended: Option<(Timestamp, Option<Timestamp>)> = None;
     for e in a.events.iter().filter(|e| e.at <= t) {
-        if let Some(n) = &notice {
-            if e.at >= n.lapses {
-                break;
-            }
+        if let Some(n) = &notice
+            && e.at >= n.lapses
+        {
+            break;
         }
         let own = &e.party == party;
         match &e.kind {
             EventKind::NoticeOfWithdrawal if own && notice.is_none() => {
-                notice = Some(Notice { given: e.at, lapses: lapse_for_notice(term, e.at), condition: None });
+                notice = Some(Notice {
+                    given: e.at,
+                    lapses: lapse_for_notice(term, e.at),
+                    condition: None,
+                });
             }
             EventKind::NoticeWithdrawn { condition: None } if own => notice = None,
             EventKind::NoticeWithdrawn { condition: Some(c) } if own => {
@@ -231,10 +306,10 @@ pub fn participation_at(a: &Agreement, party: &PartyId, t: Timestamp) -> Partici
                     n.condition = Some(c.clone());
                 }
             }
-            EventKind::ConditionRecorded { condition } => {
-                if notice.as_ref().and_then(|n| n.condition.as_ref()) == Some(condition) {
-                    notice = None;
-                }
+            EventKind::ConditionRecorded { condition }
+                if notice.as_ref().and_then(|n| n.condition.as_ref()) == Some(condition) =>
+            {
+                notice = None;
             }
             EventKind::Suspended { until } if own => suspended = Some((e.at, *until)),
             EventKind::Resumed if own => suspended = None,
@@ -243,22 +318,36 @@ pub fn participation_at(a: &Agreement, party: &PartyId, t: Timestamp) -> Partici
     }
     if let Some(n) = notice {
         if t >= n.lapses {
-            return Participation::Lapsed { at: n.lapses, notice: Some(n.given) };
+            return Participation::Lapsed {
+                at: n.lapses,
+                notice: Some(n.given),
+            };
         }
         if let Some(s) = suspension_in_effect(suspended, t) {
             return s;
         }
-        return Participation::NoticeGiven { given: n.given, lapses: n.lapses, condition: n.condition };
+        return Participation::NoticeGiven {
+            given: n.given,
+            lapses: n.lapses,
+            condition: n.condition,
+        };
     }
     if let Some(s) = suspension_in_effect(suspended, t) {
         return s;
     }
-    Participation::InForce { term_ends: term_end_after(term, t) }
+    Participation::InForce {
+        term_ends: term_end_after(term, t),
+    }
 }
 
-fn suspension_in_effect(s: Option<(Timestamp, Option<Timestamp>)>, t: Timestamp) -> Option<Participation> {
+fn suspension_in_effect(
+    s: Option<(Timestamp, Option<Timestamp>)>,
+    t: Timestamp,
+) -> Option<Participation> {
     match s {
-        Some((since, until)) if until.is_none_or(|u| t < u) => Some(Participation::Suspended { since, until }),
+        Some((since, until)) if until.is_none_or(|u| t < u) => {
+            Some(Participation::Suspended { since, until })
+        }
         _ => None,
     }
 }
@@ -274,7 +363,9 @@ pub struct Timeline {
 impl Timeline {
     pub fn build(a: &Agreement, party: &PartyId) -> Self {
         let Some(term) = a.term.as_ref().filter(|_| !a.draft) else {
-            return Self { segments: vec![(Timestamp::MIN, Participation::Draft)] };
+            return Self {
+                segments: vec![(Timestamp::MIN, Participation::Draft)],
+            };
         };
         // Every instant at which the answer can change.
         let mut points = vec![Timestamp::MIN, term.effective.timestamp()];
@@ -286,10 +377,10 @@ impl Timeline {
                 _ => {}
             }
         }
-        if !term.auto_renew {
-            if let Some(end) = term_end_after(term, term.effective.timestamp()) {
-                points.push(end);
-            }
+        if !term.auto_renew
+            && let Some(end) = term_end_after(term, term.effective.timestamp())
+        {
+            points.push(end);
         }
         points.sort();
         points.dedup();
@@ -321,7 +412,9 @@ impl Timeline {
     /// The full state at `t`, equal to [`participation_at`].
     pub fn at(&self, term: Option<&Term>, t: Timestamp) -> Participation {
         match self.state(t) {
-            Participation::InForce { .. } => Participation::InForce { term_ends: term.and_then(|term| term_end_after(term, t)) },
+            Participation::InForce { .. } => Participation::InForce {
+                term_ends: term.and_then(|term| term_end_after(term, t)),
+            },
             s => s.clone(),
         }
     }
@@ -331,4 +424,3 @@ impl Timeline {
         self.segments.iter().skip(1).map(|(t, s)| (*t, s))
     }
 }
-

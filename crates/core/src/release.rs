@@ -20,6 +20,8 @@ use crate::lifecycle::{Participation, Timeline};
 pub struct Compiled {
     pub agreement: Agreement,
     pub digest: Digest32,
+    /// The agreement's own time zone, for showing instants in its reasons.
+    pub zone: jiff::tz::TimeZone,
     timelines: Vec<(PartyId, Timeline)>,
 }
 
@@ -30,11 +32,19 @@ impl Compiled {
             .iter()
             .map(|p| (p.id.clone(), Timeline::build(&agreement, &p.id)))
             .collect();
-        Self { digest: agreement_digest(&agreement), agreement, timelines }
+        Self {
+            digest: agreement_digest(&agreement),
+            zone: crate::lifecycle::zone_of(&agreement),
+            agreement,
+            timelines,
+        }
     }
 
     pub fn timeline(&self, party: &str) -> Option<&Timeline> {
-        self.timelines.iter().find(|(p, _)| p.as_str() == party).map(|(_, t)| t)
+        self.timelines
+            .iter()
+            .find(|(p, _)| p.as_str() == party)
+            .map(|(_, t)| t)
     }
 
     /// A party's participation at `t`; a party not in the agreement does not take part.
@@ -46,7 +56,8 @@ impl Compiled {
     }
 
     fn participates(&self, party: &str, t: Timestamp) -> bool {
-        self.timeline(party).is_some_and(|tl| tl.state(t).participates())
+        self.timeline(party)
+            .is_some_and(|tl| tl.state(t).participates())
     }
 }
 
@@ -54,8 +65,9 @@ impl Compiled {
 #[derive(Debug, Clone, Default)]
 pub struct AgreementSet {
     agreements: Vec<Compiled>,
-    /// (from desk, to desk) → (agreement index, channel index), in agreement order.
-    routes: HashMap<(String, String), Vec<(usize, usize)>>,
+    /// from desk → to desk → (agreement index, channel index), in agreement order.
+    /// Nested so a lookup borrows the request's strings instead of allocating a key.
+    routes: HashMap<String, HashMap<String, Vec<(usize, usize)>>>,
 }
 
 impl AgreementSet {
@@ -70,13 +82,18 @@ impl AgreementSet {
     /// Adds an agreement; a newer version of the same id replaces the older.
     pub fn insert(&mut self, a: Agreement) {
         if let Some(pos) = self.agreements.iter().position(|c| c.agreement.id == a.id) {
-            if self.agreements.get(pos).is_some_and(|c| c.agreement.version > a.version) {
+            if self
+                .agreements
+                .get(pos)
+                .is_some_and(|c| c.agreement.version > a.version)
+            {
                 return;
             }
             self.agreements.remove(pos);
         }
         self.agreements.push(Compiled::new(a));
-        self.agreements.sort_by(|x, y| x.agreement.id.cmp(&y.agreement.id));
+        self.agreements
+            .sort_by(|x, y| x.agreement.id.cmp(&y.agreement.id));
         self.reindex();
     }
 
@@ -88,7 +105,9 @@ impl AgreementSet {
                     for to in &ch.desks {
                         if from.party_str() != to.party_str() {
                             self.routes
-                                .entry((from.as_str().to_owned(), to.as_str().to_owned()))
+                                .entry(from.as_str().to_owned())
+                                .or_default()
+                                .entry(to.as_str().to_owned())
                                 .or_default()
                                 .push((ai, ci));
                         }
@@ -117,13 +136,18 @@ impl AgreementSet {
     /// Whether any desk of `desk` is declared by some agreement.
     pub fn knows_desk(&self, desk: &str) -> bool {
         self.agreements.iter().any(|c| {
-            c.agreement.parties.iter().any(|p| p.desks.iter().any(|d| d.id.as_str() == desk))
+            c.agreement
+                .parties
+                .iter()
+                .any(|p| p.desks.iter().any(|d| d.id.as_str() == desk))
         })
     }
 
     /// Whether `a` and `b` share an agreement in force at `t` (the link may be open).
     pub fn parties_linked(&self, a: &str, b: &str, t: Timestamp) -> bool {
-        self.agreements.iter().any(|c| c.participates(a, t) && c.participates(b, t))
+        self.agreements
+            .iter()
+            .any(|c| c.participates(a, t) && c.participates(b, t))
     }
 }
 
@@ -207,7 +231,11 @@ impl Decision {
 }
 
 fn reason(agreement: Option<&str>, clause: impl Into<String>, text: impl Into<String>) -> Reason {
-    Reason { agreement: agreement.map(str::to_owned), clause: clause.into(), text: text.into() }
+    Reason {
+        agreement: agreement.map(str::to_owned),
+        clause: clause.into(),
+        text: text.into(),
+    }
 }
 
 /// Decides one release. Pure: the same inputs always give the same decision.
@@ -218,7 +246,10 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
         return Decision::deny(vec![reason(
             None,
             "desks",
-            format!("`{}` and `{}` are both desks of `{from_party}`; Liaison carries traffic between parties", req.from, req.to),
+            format!(
+                "`{}` and `{}` are both desks of `{from_party}`; Liaison carries traffic between parties",
+                req.from, req.to
+            ),
         )]);
     }
     let originator = req.originator.unwrap_or(&from_party);
@@ -227,14 +258,23 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
         // Returning information to its originator is never a third-party release.
     }
 
-    let key = (req.from.as_str().to_owned(), req.to.as_str().to_owned());
-    let Some(routes) = set.routes.get(&key) else {
+    let Some(routes) = set
+        .routes
+        .get(req.from.as_str())
+        .and_then(|m| m.get(req.to.as_str()))
+    else {
         let mut reasons = vec![reason(
             None,
             "channels",
-            format!("no agreement opens a channel between `{}` and `{}`", req.from, req.to),
+            format!(
+                "no agreement opens a channel between `{}` and `{}`",
+                req.from, req.to
+            ),
         )];
-        if third_party && *originator != to_party && !has_consent(req.consents, originator, &from_party, &to_party, at) {
+        if third_party
+            && *originator != to_party
+            && !has_consent(req.consents, originator, &from_party, &to_party, at)
+        {
             reasons.push(reason(
                 None,
                 "release",
@@ -246,23 +286,36 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
 
     let mut denials = Vec::new();
     'candidates: for &(ai, ci) in routes {
-        let Some(compiled) = set.agreements.get(ai) else { continue };
+        let Some(compiled) = set.agreements.get(ai) else {
+            continue;
+        };
         let a = &compiled.agreement;
-        let Some(channel) = a.channels.get(ci) else { continue };
+        let Some(channel) = a.channels.get(ci) else {
+            continue;
+        };
         let aid = Some(a.id.as_str());
-        let zone = crate::lifecycle::zone_of(a);
-        let shown = crate::lifecycle::show_instant(at, &zone);
+        let zone = &compiled.zone;
+        let shown = crate::lifecycle::show_instant(at, zone);
         let chan_clause = format!("channels.{}", channel.id);
 
         for party in [&from_party, &to_party] {
             if !compiled.participates(party.as_str(), at) {
                 let state = compiled.participation(party, at);
                 let clause = match state {
-                    Participation::Lapsed { notice: None, .. } | Participation::Signed { .. } => "term",
+                    Participation::Lapsed { notice: None, .. } | Participation::Signed { .. } => {
+                        "term"
+                    }
                     Participation::Draft => "draft",
                     _ => "events",
                 };
-                denials.push(reason(aid, clause, format!("not in force between `{from_party}` and `{to_party}` at {shown}: {}", state.explain(party, &zone))));
+                denials.push(reason(
+                    aid,
+                    clause,
+                    format!(
+                        "not in force between `{from_party}` and `{to_party}` at {shown}: {}",
+                        state.explain(party, zone)
+                    ),
+                ));
                 continue 'candidates;
             }
         }
@@ -276,13 +329,22 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
             continue;
         };
         if level > channel.ceiling {
-            denials.push(reason(aid, chan_clause, format!(
-                "label `{}` is `{}` on the common scale, above the channel's ceiling `{}`",
-                req.label, a.common_name(level), a.common_name(channel.ceiling)
-            )));
+            denials.push(reason(
+                aid,
+                chan_clause,
+                format!(
+                    "label `{}` is `{}` on the common scale, above the channel's ceiling `{}`",
+                    req.label,
+                    a.common_name(level),
+                    a.common_name(channel.ceiling)
+                ),
+            ));
             continue;
         }
-        let Some(receiver_level) = a.scale(to_party.as_str()).and_then(|s| s.from_common(level)) else {
+        let Some(receiver_level) = a
+            .scale(to_party.as_str())
+            .and_then(|s| s.from_common(level))
+        else {
             denials.push(reason(aid, format!("classification.levels.{to_party}"), format!(
                 "`{to_party}` has no level for `{}`; unmapped levels are refused, never guessed",
                 a.common_name(level)
@@ -291,9 +353,32 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
         };
 
         let mut reasons = vec![
-            reason(aid, chan_clause, format!("{} channel `{}` joins `{}` and `{}`, ceiling `{}`", channel.kind.as_str(), channel.id, req.from, req.to, a.common_name(channel.ceiling))),
-            reason(aid, "term", format!("in force for `{from_party}` and `{to_party}` at {shown}")),
-            reason(aid, label_clause, format!("`{}` is `{}` on the common scale, which `{to_party}` marks `{receiver_level}`", req.label, a.common_name(level))),
+            reason(
+                aid,
+                chan_clause,
+                format!(
+                    "{} channel `{}` joins `{}` and `{}`, ceiling `{}`",
+                    channel.kind.as_str(),
+                    channel.id,
+                    req.from,
+                    req.to,
+                    a.common_name(channel.ceiling)
+                ),
+            ),
+            reason(
+                aid,
+                "term",
+                format!("in force for `{from_party}` and `{to_party}` at {shown}"),
+            ),
+            reason(
+                aid,
+                label_clause,
+                format!(
+                    "`{}` is `{}` on the common scale, which `{to_party}` marks `{receiver_level}`",
+                    req.label,
+                    a.common_name(level)
+                ),
+            ),
         ];
 
         if third_party && *originator != to_party {
@@ -319,9 +404,19 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
     Decision::deny(denials)
 }
 
-fn has_consent(consents: &[Consent], originator: &PartyId, from: &PartyId, to: &PartyId, at: Timestamp) -> bool {
+fn has_consent(
+    consents: &[Consent],
+    originator: &PartyId,
+    from: &PartyId,
+    to: &PartyId,
+    at: Timestamp,
+) -> bool {
     consents.iter().any(|c| {
-        &c.originator == originator && &c.from == from && &c.to == to && c.granted_at <= at && c.expires.is_none_or(|e| at < e)
+        &c.originator == originator
+            && &c.from == from
+            && &c.to == to
+            && c.granted_at <= at
+            && c.expires.is_none_or(|e| at < e)
     })
 }
 
@@ -339,8 +434,17 @@ fn release_permission(
     // Any agreement binding originator and sender with a forbidding rule forbids.
     for c in set.iter() {
         let a = &c.agreement;
-        if a.party(originator.as_str()).is_some() && a.party(from.as_str()).is_some() && a.release.third_party == ThirdPartyRule::Forbidden {
-            return Err(reason(Some(&a.id), "release.third_party", format!("information of `{originator}` may not be passed on to third parties at all")));
+        if a.party(originator.as_str()).is_some()
+            && a.party(from.as_str()).is_some()
+            && a.release.third_party == ThirdPartyRule::Forbidden
+        {
+            return Err(reason(
+                Some(&a.id),
+                "release.third_party",
+                format!(
+                    "information of `{originator}` may not be passed on to third parties at all"
+                ),
+            ));
         }
     }
     for c in set.iter() {
@@ -348,12 +452,34 @@ fn release_permission(
         if !c.participates(originator.as_str(), at) {
             continue;
         }
-        if let Some(g) = a.release.grants.iter().find(|g| &g.originator == originator && &g.from == from && g.to.contains(to) && level <= g.ceiling) {
-            return Ok(reason(Some(&a.id), format!("release.grants.{}", g.id), format!("`{originator}` grants in advance that `{from}` may pass its information up to `{}` to `{to}`", a.common_name(g.ceiling))));
+        if let Some(g) = a.release.grants.iter().find(|g| {
+            &g.originator == originator
+                && &g.from == from
+                && g.to.contains(to)
+                && level <= g.ceiling
+        }) {
+            return Ok(reason(
+                Some(&a.id),
+                format!("release.grants.{}", g.id),
+                format!(
+                    "`{originator}` grants in advance that `{from}` may pass its information up to `{}` to `{to}`",
+                    a.common_name(g.ceiling)
+                ),
+            ));
         }
     }
     if has_consent(req.consents, originator, from, to, at) {
-        return Ok(reason(None, "consent", format!("`{originator}` has consented to `{from}` passing its information to `{to}`")));
+        return Ok(reason(
+            None,
+            "consent",
+            format!("`{originator}` has consented to `{from}` passing its information to `{to}`"),
+        ));
     }
-    Err(reason(None, "release", format!("the information originates with `{originator}`, which has not consented to its release by `{from}` to `{to}`")))
+    Err(reason(
+        None,
+        "release",
+        format!(
+            "the information originates with `{originator}`, which has not consented to its release by `{from}` to `{to}`"
+        ),
+    ))
 }

@@ -16,7 +16,9 @@ pub enum SignError {
     Invalid(#[from] Diagnostics),
     #[error("party `{0}` is not a party to this agreement")]
     NotAParty(String),
-    #[error("key `{key}` of `{party}` is not listed in the agreement, expected it in `keys` of party `{party}` (pass --add-key to add it; other parties must then sign again)")]
+    #[error(
+        "key `{key}` of `{party}` is not listed in the agreement, expected it in `keys` of party `{party}` (pass --add-key to add it; other parties must then sign again)"
+    )]
     KeyNotListed { party: String, key: String },
     #[error("the file's TOML could not be edited: {0}")]
     Edit(String),
@@ -32,9 +34,16 @@ pub struct SignSummary {
 }
 
 /// Signs `text` (an agreement file) as `key`'s party; returns the new text.
-pub fn sign_document(file: &str, text: &str, key: &PartyKey, add_key: bool) -> Result<(String, SignSummary), SignError> {
+pub fn sign_document(
+    file: &str,
+    text: &str,
+    key: &PartyKey,
+    add_key: bool,
+) -> Result<(String, SignSummary), SignError> {
     let mut summary = SignSummary::default();
-    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| SignError::Edit(e.to_string()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| SignError::Edit(e.to_string()))?;
     let mut agreement = parse_agreement(file, text)?;
     let party = key.party.as_str().to_owned();
     let public = key.public().to_string();
@@ -79,7 +88,9 @@ pub fn sign_document(file: &str, text: &str, key: &PartyKey, add_key: bool) -> R
     // TOML; match them by content.
     if let Some(events) = doc.get_mut("events").and_then(Item::as_array_of_tables_mut) {
         for t in events.iter_mut() {
-            let Some(event) = find_event(&agreement, t) else { continue };
+            let Some(event) = find_event(&agreement, t) else {
+                continue;
+            };
             if event.party.as_str() != party {
                 continue;
             }
@@ -88,7 +99,10 @@ pub fn sign_document(file: &str, text: &str, key: &PartyKey, add_key: bool) -> R
             if event.signature.is_some() && verify_event(&agreement, event).is_ok() {
                 continue;
             }
-            t.insert("signature", value(key.sign_b64(&event_bytes(&agreement, &unsigned))));
+            t.insert(
+                "signature",
+                value(key.sign_b64(&event_bytes(&agreement, &unsigned))),
+            );
             summary.events_signed += 1;
         }
     }
@@ -110,8 +124,12 @@ fn find_event<'a>(a: &'a Agreement, t: &Table) -> Option<&'a crate::agreement::E
             && e.party.as_str() == party
             && e.at == at
             && match &e.kind {
-                crate::agreement::EventKind::NoticeWithdrawn { condition: c } => c.as_deref() == condition,
-                crate::agreement::EventKind::ConditionRecorded { condition: c } => Some(c.as_str()) == condition,
+                crate::agreement::EventKind::NoticeWithdrawn { condition: c } => {
+                    c.as_deref() == condition
+                }
+                crate::agreement::EventKind::ConditionRecorded { condition: c } => {
+                    Some(c.as_str()) == condition
+                }
                 _ => true,
             }
     })
@@ -137,8 +155,17 @@ fn add_key_to_party(doc: &mut DocumentMut, party: &str, public: &str) -> Result<
 }
 
 /// Appends a lifecycle event to an agreement file, signed by `key`'s party.
-pub fn append_event(file: &str, text: &str, key: &PartyKey, kind: &str, at: jiff::Timestamp, condition: Option<&str>) -> Result<String, SignError> {
-    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| SignError::Edit(e.to_string()))?;
+pub fn append_event(
+    file: &str,
+    text: &str,
+    key: &PartyKey,
+    kind: &str,
+    at: jiff::Timestamp,
+    condition: Option<&str>,
+) -> Result<String, SignError> {
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| SignError::Edit(e.to_string()))?;
     let events = doc
         .entry("events")
         .or_insert(Item::ArrayOfTables(ArrayOfTables::new()))
@@ -161,15 +188,22 @@ pub fn append_event(file: &str, text: &str, key: &PartyKey, kind: &str, at: jiff
 
 fn sign_events_only(file: &str, text: &str, key: &PartyKey) -> Result<(String, usize), SignError> {
     let agreement = parse_agreement(file, text)?;
-    let mut doc: DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| SignError::Edit(e.to_string()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| SignError::Edit(e.to_string()))?;
     let mut n = 0;
     if let Some(events) = doc.get_mut("events").and_then(Item::as_array_of_tables_mut) {
         for t in events.iter_mut() {
-            let Some(event) = find_event(&agreement, t) else { continue };
+            let Some(event) = find_event(&agreement, t) else {
+                continue;
+            };
             if event.party != key.party || event.signature.is_some() {
                 continue;
             }
-            t.insert("signature", value(key.sign_b64(&event_bytes(&agreement, event))));
+            t.insert(
+                "signature",
+                value(key.sign_b64(&event_bytes(&agreement, event))),
+            );
             n += 1;
         }
     }

@@ -130,12 +130,12 @@ impl PartyKey {
             .try_into()
             .map_err(|_| KeyError::BadKeyFile("`secret` is not 32 bytes".to_owned()))?;
         let key = Self::from_seed(party, seed);
-        if let Ok(public) = get("public") {
-            if PublicKey::parse(public)? != key.public() {
-                return Err(KeyError::BadKeyFile(
-                    "`public` does not match `secret`".to_owned(),
-                ));
-            }
+        if let Ok(public) = get("public")
+            && PublicKey::parse(public)? != key.public()
+        {
+            return Err(KeyError::BadKeyFile(
+                "`public` does not match `secret`".to_owned(),
+            ));
         }
         Ok(key)
     }
@@ -148,10 +148,11 @@ mod tests {
     /// RFC 8032 §7.1 TEST 1: the empty message.
     #[test]
     fn rfc8032_test_1() {
-        let seed: [u8; 32] = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let seed: [u8; 32] =
+            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+                .unwrap()
+                .try_into()
+                .unwrap();
         let key = PartyKey::from_seed(PartyId::new("ROK").unwrap(), seed);
         assert_eq!(
             hex::encode(key.public().to_bytes()),

@@ -53,8 +53,7 @@ impl<'t> Ctx<'t> {
                 if self.diags.is_empty() {
                     self.error(&(0..0), "", "document could not be read");
                 }
-                self.diags
-                    .sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+                self.diags.sort_by_key(|a| (a.line, a.column));
                 Err(Diagnostics(self.diags))
             }
         }
@@ -174,12 +173,22 @@ impl<'a, 't> Table<'a, 't> {
         f
     }
 
-    pub fn str_req(&mut self, ctx: &mut Ctx<'_>, key: &str, what: &str) -> Option<(String, Range<usize>)> {
+    pub fn str_req(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: &str,
+        what: &str,
+    ) -> Option<(String, Range<usize>)> {
         let f = self.required(ctx, key, what)?;
         f.as_str(ctx, what).map(|s| (s, f.span.clone()))
     }
 
-    pub fn str_opt(&mut self, ctx: &mut Ctx<'_>, key: &str, what: &str) -> Option<(String, Range<usize>)> {
+    pub fn str_opt(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        key: &str,
+        what: &str,
+    ) -> Option<(String, Range<usize>)> {
         let f = self.field(key)?;
         f.as_str(ctx, what).map(|s| (s, f.span.clone()))
     }
@@ -242,7 +251,11 @@ impl<'a, 't> Table<'a, 't> {
             .collect();
         unknown.sort_by_key(|(k, _)| k.span().start);
         for (k, path) in unknown {
-            ctx.error(&k.span(), &path, format!("unknown field, expected one of {expected}"));
+            ctx.error(
+                &k.span(),
+                &path,
+                format!("unknown field, expected one of {expected}"),
+            );
         }
     }
 }

@@ -1,6 +1,14 @@
 //! Property tests: the canonical form ignores layout and changes with meaning; the
 //! precomputed lifecycle timeline agrees with the definition at every instant.
 
+// Integration tests: a panic is a failed test, which is what we want.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 use jiff::{Timestamp, ToSpan};
 use liaison_core::agreement::{Event, EventKind};
 use liaison_core::canonical::agreement_digest;
@@ -21,21 +29,32 @@ fn reformat(text: &str, seed: u64) -> String {
             blocks.push(std::mem::take(&mut cur));
         }
         let line = if line.trim_start().starts_with('#') {
-            if seed % 2 == 0 { String::new() } else { format!("{line} (annotated)") }
-        } else if seed % 3 == 0 {
+            if seed.is_multiple_of(2) {
+                String::new()
+            } else {
+                format!("{line} (annotated)")
+            }
+        } else if seed.is_multiple_of(3) {
             line.replacen(" = ", "   =  ", 1)
         } else {
             line.to_owned()
         };
         cur.push_str(&line);
         cur.push('\n');
-        if seed % 5 == 0 {
+        if seed.is_multiple_of(5) {
             cur.push('\n');
         }
     }
     blocks.push(cur);
     // Swap the two [[channels]] blocks and rotate the [[parties]] blocks.
-    let idx = |blocks: &[String], prefix: &str| blocks.iter().enumerate().filter(|(_, b)| b.starts_with(prefix)).map(|(i, _)| i).collect::<Vec<_>>();
+    let idx = |blocks: &[String], prefix: &str| {
+        blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.starts_with(prefix))
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
     let chans = idx(&blocks, "[[channels]]");
     if seed % 7 < 4 && chans.len() == 2 {
         blocks.swap(chans[0], chans[1]);
@@ -144,23 +163,38 @@ fn late_notice_takes_effect_a_term_later() {
     let term = a.term.as_ref().unwrap();
     let late: Timestamp = "2019-10-01T00:00:00+09:00".parse().unwrap();
     let lapse = liaison_core::lifecycle::lapse_for_notice(term, late);
-    assert_eq!(liaison_core::lifecycle::show_instant(lapse, term.effective.time_zone()), "2020-11-23T00:00:00+09:00");
+    assert_eq!(
+        liaison_core::lifecycle::show_instant(lapse, term.effective.time_zone()),
+        "2020-11-23T00:00:00+09:00"
+    );
     let on_time: Timestamp = "2019-08-25T00:00:00+09:00".parse().unwrap();
     let lapse = liaison_core::lifecycle::lapse_for_notice(term, on_time);
-    assert_eq!(liaison_core::lifecycle::show_instant(lapse, term.effective.time_zone()), "2019-11-23T00:00:00+09:00");
+    assert_eq!(
+        liaison_core::lifecycle::show_instant(lapse, term.effective.time_zone()),
+        "2019-11-23T00:00:00+09:00"
+    );
 }
 
 #[test]
 fn dst_zone_terms_keep_local_midnight() {
     // A monthly term in New York stays at local midnight across the DST change.
     let text = GOOD
-        .replace("effective = 2016-11-23T00:00:00+09:00", "effective = 2019-10-01T00:00:00-04:00")
-        .replace("time_zone = \"Asia/Seoul\"", "time_zone = \"America/New_York\"")
+        .replace(
+            "effective = 2016-11-23T00:00:00+09:00",
+            "effective = 2019-10-01T00:00:00-04:00",
+        )
+        .replace(
+            "time_zone = \"Asia/Seoul\"",
+            "time_zone = \"America/New_York\"",
+        )
         .replace("length = \"1 year\"", "length = \"1 month\"")
         .replace("notice = \"90 days\"", "notice = \"7 days\"");
     let a = parse_agreement("a", &text).unwrap();
     let term = a.term.as_ref().unwrap();
     let at: Timestamp = "2019-11-15T00:00:00Z".parse().unwrap();
     let end = liaison_core::lifecycle::term_end_after(term, at).unwrap();
-    assert_eq!(liaison_core::lifecycle::show_instant(end, term.effective.time_zone()), "2019-12-01T00:00:00-05:00");
+    assert_eq!(
+        liaison_core::lifecycle::show_instant(end, term.effective.time_zone()),
+        "2019-12-01T00:00:00-05:00"
+    );
 }
