@@ -6,7 +6,10 @@
 
 pub mod agreement;
 pub mod canonical;
+pub mod delivery;
 pub mod diagnostic;
+pub mod envelope;
+pub mod hotline;
 pub mod ids;
 pub mod label;
 pub mod lifecycle;
