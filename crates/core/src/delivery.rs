@@ -63,8 +63,7 @@ pub fn still_releasable(
             consents,
         },
         now,
-    );
-    if d.allowed() { Ok(d) } else { Err(d) }
+    )
 }
 
 /// What the receiver makes of an arriving envelope whose signature already verified.

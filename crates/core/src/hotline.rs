@@ -76,7 +76,7 @@ impl Monitor {
     /// (`random` from the caller) so the line is tested when nobody expects it.
     fn schedule(&mut self, now_ms: i64, random: u64) {
         let interval = u64::try_from(self.interval_ms).unwrap_or(1).max(1);
-        let offset = if random % 4 == 0 {
+        let offset = if random.is_multiple_of(4) {
             i64::try_from(random / 4 % interval).unwrap_or(0)
         } else {
             self.interval_ms
