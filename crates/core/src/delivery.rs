@@ -52,8 +52,8 @@ pub fn still_releasable(
     header: &Header,
     consents: &[Consent],
     now: Timestamp,
-) -> Result<Decision, Decision> {
-    let d = decide(
+) -> Decision {
+    decide(
         set,
         &ReleaseRequest {
             from: &header.from,
