@@ -5,6 +5,7 @@
 //! (`store`, `link`, `node`, `cli`) feed this crate and act on what it decides.
 
 pub mod agreement;
+pub mod audit;
 pub mod canonical;
 pub mod delivery;
 pub mod diagnostic;
