@@ -40,6 +40,12 @@ pub enum Command {
     },
     /// Verify every party's signature and every event's. Exit 0 only if all are valid.
     Verify { file: PathBuf },
+    /// Install into a node's store; refused unless every signature verifies.
+    Install {
+        file: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<Exit> {
@@ -48,6 +54,9 @@ pub fn run(cmd: Command) -> anyhow::Result<Exit> {
         Command::Show { file, at, json } => show(&file, at.as_deref(), json),
         Command::Sign { file, key, add_key } => sign(&file, &key, add_key),
         Command::Verify { file } => verify(&file),
+        Command::Install { file, dir } => {
+            crate::block_on(crate::node_cmd::install(&file, &dir)).and_then(|r| r)
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod agreement_cmd;
 mod keygen;
+mod local_api;
+mod node_cmd;
 mod policy;
 
 use std::process::ExitCode;
@@ -29,6 +31,24 @@ enum Command {
     /// Explain release decisions.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Create a node: config, key, TLS certificate, store.
+    Init(node_cmd::InitArgs),
+    /// Run a node until Ctrl-C.
+    Serve(node_cmd::ServeArgs),
+    /// Send a message through a running node.
+    Send(node_cmd::SendArgs),
+    /// List a desk's messages on a running node.
+    Inbox(node_cmd::InboxArgs),
+    /// Acknowledge a received message as a person.
+    Ack(node_cmd::AckArgs),
+}
+
+/// Runs async node commands on a runtime made for them.
+pub fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(f))
 }
 
 /// How a command ended: exit 0, or a specific non-zero code it chose.
@@ -40,10 +60,22 @@ pub enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIAISON_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Agreement(cmd) => agreement_cmd::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Init(args) => block_on(node_cmd::init(args)).and_then(|r| r),
+        Command::Serve(args) => block_on(node_cmd::serve(args)).and_then(|r| r),
+        Command::Send(args) => node_cmd::send(args),
+        Command::Inbox(args) => node_cmd::inbox(args),
+        Command::Ack(args) => node_cmd::ack(args),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,

@@ -91,6 +91,11 @@ impl PartyKey {
         }
     }
 
+    /// The 32-byte secret seed, for deriving the node's TLS identity from the same key.
+    pub fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     pub fn public(&self) -> PublicKey {
         PublicKey(self.key.verifying_key())
     }

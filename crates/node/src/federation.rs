@@ -1,0 +1,328 @@
+//! The federation API peers call over mutual TLS: envelopes in, receipts out;
+//! acknowledgement receipts; signed heartbeats.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use jiff::Timestamp;
+use liaison_core::audit::AuditEvent;
+use liaison_core::canonical::canonical_json;
+use liaison_core::delivery::{Arrival, on_arrival};
+use liaison_core::envelope::{
+    ENCODED_BYTES_MAX, Envelope, Receipt, ReceiptBody, ReceiptKind, SignedTreeHead,
+};
+use liaison_core::ids::PartyId;
+use liaison_link::PeerParty;
+use liaison_store::{InboxRow, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{add, inc};
+use crate::node::Node;
+
+/// Envelopes accepted in one request.
+pub const FEDERATION_BATCH_MAX: usize = 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnvelopeBatch {
+    pub envelopes: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReceiptBatch {
+    pub receipts: Vec<Receipt>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    pub from: String,
+    pub to: String,
+    pub agreement: String,
+    pub channel: String,
+    pub nonce: String,
+    pub sent_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub body: HeartbeatBody,
+    pub signature: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatReplyBody {
+    pub nonce: String,
+    pub responder: String,
+    pub at: Timestamp,
+    pub tree_head: Option<SignedTreeHead>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatReply {
+    pub body: HeartbeatReplyBody,
+    pub signature: String,
+}
+
+pub fn heartbeat_bytes<T: Serialize>(tag: &str, body: &T) -> Vec<u8> {
+    let mut out = format!("liaison-{tag}-v1\n").into_bytes();
+    out.extend(canonical_json(body));
+    out
+}
+
+#[derive(Debug)]
+pub struct Problem(StatusCode, String);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
+    Router::new()
+        .route("/federation/v1/envelopes", post(envelopes::<S>))
+        .route("/federation/v1/acks", post(acks::<S>))
+        .route("/federation/v1/heartbeat", post(heartbeat::<S>))
+        .layer(DefaultBodyLimit::max(ENCODED_BYTES_MAX * 4))
+        .with_state(node)
+}
+
+async fn envelopes<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Extension(PeerParty(peer)): Extension<PeerParty>,
+    body: axum::body::Bytes,
+) -> Result<Json<ReceiptBatch>, Problem> {
+    let batch: EnvelopeBatch = serde_json::from_slice(&body).map_err(|e| {
+        Problem(
+            StatusCode::BAD_REQUEST,
+            format!("not an envelope batch: {e}"),
+        )
+    })?;
+    if batch.envelopes.len() > FEDERATION_BATCH_MAX {
+        return Err(Problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} envelopes, expected at most {FEDERATION_BATCH_MAX}",
+                batch.envelopes.len()
+            ),
+        ));
+    }
+    let peer_id = PartyId::new(&peer).map_err(|e| Problem(StatusCode::FORBIDDEN, e.to_string()))?;
+    let keys = node.party_keys(&peer);
+    let set = node.agreements();
+    let now = node.now();
+    let now_ms = now.as_millisecond();
+    let consents = node.consents();
+    let mut rows = Vec::new();
+    let mut audit = Vec::new();
+    // (envelope, Some(receiver label) to store | None refused with reasons)
+    let mut outcomes: Vec<(Envelope, Result<String, Vec<String>>)> = Vec::new();
+    for raw in batch.envelopes {
+        let bytes = serde_json::to_vec(&raw).unwrap_or_default();
+        let env = match Envelope::from_json(&bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                inc(&node.metrics.tampered);
+                audit.push(node.audit(AuditEvent::TamperedEnvelope {
+                    peer: peer.clone(),
+                    detail: e.to_string(),
+                }));
+                tracing::warn!(%peer, "malformed envelope refused: {e}");
+                continue;
+            }
+        };
+        let verified = keys.iter().any(|k| env.verify(k).is_ok());
+        if !verified {
+            let why = match keys.first() {
+                Some(k) => env
+                    .verify(k)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default(),
+                None => format!("no key pinned for `{peer}`"),
+            };
+            inc(&node.metrics.tampered);
+            tracing::warn!(%peer, id = %env.header.id, "tampered envelope refused: {why}");
+            audit.push(node.audit(AuditEvent::TamperedEnvelope {
+                peer: peer.clone(),
+                detail: format!("{}: {why}", env.header.id),
+            }));
+            outcomes.push((env, Err(vec![format!("envelope refused: {why}")])));
+            continue;
+        }
+        match on_arrival(&set, &node.party, &peer_id, &env, &consents, now) {
+            Arrival::Accept { receiver_label, .. } => {
+                let h = &env.header;
+                rows.push(InboxRow {
+                    seq: 0,
+                    envelope_id: h.id.to_string(),
+                    from_desk: h.from.to_string(),
+                    to_desk: h.to.to_string(),
+                    sender_party: peer.clone(),
+                    precedence: h.precedence.rank(),
+                    received_ms: now_ms,
+                    envelope_json: env.to_json(),
+                    receiver_label: receiver_label.to_string(),
+                    body: env.body.clone(),
+                    acked_ms: None,
+                    acked_by: None,
+                    ack_receipt_json: None,
+                    escalated_ms: None,
+                });
+                audit.push(node.audit(AuditEvent::MessageReceived {
+                    id: h.id.to_string(),
+                    from: h.from.to_string(),
+                    to: h.to.to_string(),
+                    receiver_label: receiver_label.to_string(),
+                    precedence: h.precedence.to_string(),
+                }));
+                outcomes.push((env, Ok(receiver_label.to_string())));
+            }
+            Arrival::Refuse { reasons } => {
+                inc(&node.metrics.arrivals_refused);
+                tracing::warn!(%peer, id = %env.header.id, "arrival refused by our own decision: {}", reasons.join("; "));
+                audit.push(node.audit(AuditEvent::ArrivalRefused {
+                    id: env.header.id.to_string(),
+                    from: env.header.from.to_string(),
+                    reasons: reasons.clone(),
+                }));
+                outcomes.push((env, Err(reasons)));
+            }
+        }
+    }
+    // Durable before any receipt is signed (rule 6).
+    let fresh = node
+        .store
+        .inbox_insert_batch(&rows, &audit)
+        .await
+        .map_err(|e| {
+            Problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot store: {e}"),
+            )
+        })?;
+    let new = fresh.iter().filter(|b| **b).count() as u64;
+    add(&node.metrics.received, new);
+    add(&node.metrics.duplicates, fresh.len() as u64 - new);
+    let tree_head = node.latest_tree_head();
+    let receipts = outcomes
+        .into_iter()
+        .map(|(env, outcome)| {
+            let (kind, receiver_label, reasons) = match outcome {
+                Ok(l) => (ReceiptKind::Stored, l.parse().ok(), Vec::new()),
+                Err(r) => (ReceiptKind::Refused, None, r),
+            };
+            Receipt::sign(
+                ReceiptBody {
+                    envelope_id: env.header.id.clone(),
+                    envelope_digest: env.digest(),
+                    receiver: node.party.clone(),
+                    kind,
+                    at: now,
+                    receiver_label,
+                    reasons,
+                    acknowledged_by: None,
+                    tree_head: tree_head.clone(),
+                },
+                &node.key,
+            )
+        })
+        .collect();
+    if new > 0 {
+        crate::events::publish(&node, "inbox");
+    }
+    Ok(Json(ReceiptBatch { receipts }))
+}
+
+async fn acks<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Extension(PeerParty(peer)): Extension<PeerParty>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let batch: ReceiptBatch = serde_json::from_slice(&body)
+        .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("not a receipt batch: {e}")))?;
+    let keys = node.party_keys(&peer);
+    let mut accepted = 0u64;
+    for r in batch.receipts {
+        if r.body.kind != ReceiptKind::Acknowledged || r.body.receiver.as_str() != peer {
+            continue;
+        }
+        let Some(row) = node
+            .store
+            .outbox_get(r.body.envelope_id.as_str())
+            .await
+            .map_err(|e| Problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        else {
+            continue;
+        };
+        let Ok(env) = Envelope::from_json(row.envelope_json.as_bytes()) else {
+            continue;
+        };
+        if !keys.iter().any(|k| r.verify(k, &env).is_ok()) {
+            tracing::warn!(%peer, id = %r.body.envelope_id, "acknowledgement receipt does not verify");
+            continue;
+        }
+        let by = r.body.acknowledged_by.clone().unwrap_or_default();
+        let audit = node.audit(AuditEvent::AckReceiptReceived {
+            id: r.body.envelope_id.to_string(),
+            peer: peer.clone(),
+            by,
+        });
+        let newly = node
+            .store
+            .outbox_set_acked(
+                r.body.envelope_id.as_str(),
+                &r.to_json(),
+                node.clock.now_ms(),
+                &[audit],
+            )
+            .await
+            .map_err(|e| Problem(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        if newly {
+            inc(&node.metrics.acks_received);
+            accepted += 1;
+        }
+    }
+    if accepted > 0 {
+        crate::events::publish(&node, "outbox");
+    }
+    Ok(Json(serde_json::json!({ "accepted": accepted })))
+}
+
+async fn heartbeat<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Extension(PeerParty(peer)): Extension<PeerParty>,
+    body: axum::body::Bytes,
+) -> Result<Json<HeartbeatReply>, Problem> {
+    let hb: Heartbeat = serde_json::from_slice(&body)
+        .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("not a heartbeat: {e}")))?;
+    let keys = node.party_keys(&peer);
+    let bytes = heartbeat_bytes("heartbeat", &hb.body);
+    if !hb.body.from.starts_with(&format!("{peer}."))
+        || !keys
+            .iter()
+            .any(|k| k.verify_b64(&bytes, &hb.signature).is_ok())
+    {
+        return Err(Problem(
+            StatusCode::FORBIDDEN,
+            "heartbeat signature does not verify".into(),
+        ));
+    }
+    let body = HeartbeatReplyBody {
+        nonce: hb.body.nonce,
+        responder: node.party.to_string(),
+        at: node.now(),
+        tree_head: node.latest_tree_head(),
+    };
+    let signature = node
+        .key
+        .sign_b64(&heartbeat_bytes("heartbeat-reply", &body));
+    Ok(Json(HeartbeatReply { body, signature }))
+}

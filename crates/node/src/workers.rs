@@ -1,0 +1,539 @@
+//! The node's background machines: per-peer delivery, acknowledgements back to
+//! senders, hotline heartbeats, FLASH escalation, agreement refresh and signed tree
+//! heads. Each is a loop that asks the core what to do and does the IO.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use liaison_core::audit::AuditEvent;
+use liaison_core::delivery::still_releasable;
+use liaison_core::envelope::{Envelope, ReceiptKind};
+use liaison_core::hotline::flash_overdue;
+use liaison_store::{OutboxRow, Store};
+use tokio::sync::watch;
+
+use crate::federation::{Heartbeat, HeartbeatBody, HeartbeatReply, ReceiptBatch, heartbeat_bytes};
+use crate::metrics::{add, inc};
+use crate::node::Node;
+
+/// How long a federation request may take before it counts as failed.
+pub const FEDERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest real sleep of an idle loop; bounds how late a due retry can be noticed.
+pub const IDLE_POLL: Duration = Duration::from_millis(100);
+pub const ACK_BATCH_MAX: u32 = 256;
+
+async fn idle(
+    shutdown: &mut watch::Receiver<bool>,
+    wake: Option<&tokio::sync::Notify>,
+    d: Duration,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.changed() => true,
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => *shutdown.borrow(),
+    }
+}
+
+/// Sends one peer's queue, highest precedence first, in batches; one batch in flight.
+pub async fn deliver<S: Store>(
+    node: Arc<Node<S>>,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let addresses = node.config.peer_addresses(&peer);
+    let batch_max = node.config.delivery.batch_max.max(1);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = node.now();
+        let now_ms = now.as_millisecond();
+        let due = match node.store.outbox_due(&peer, now_ms, batch_max).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(%peer, "outbox unavailable: {e}");
+                if idle(&mut shutdown, None, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if due.is_empty() {
+            if idle(&mut shutdown, Some(&node.outbox_wake), IDLE_POLL).await {
+                return;
+            }
+            continue;
+        }
+        // Re-check each envelope against the agreements in force now: one that lapsed
+        // while waiting bounces with the reason.
+        let set = node.agreements();
+        let consents = node.consents();
+        let mut sending: Vec<(OutboxRow, Envelope)> = Vec::with_capacity(due.len());
+        for row in due {
+            let env = match Envelope::from_json(row.envelope_json.as_bytes()) {
+                Ok(e) => e,
+                Err(e) => {
+                    bounce(
+                        &node,
+                        &row.envelope_id,
+                        vec![format!("stored envelope is unreadable: {e}")],
+                    )
+                    .await;
+                    continue;
+                }
+            };
+            let d = still_releasable(&set, &env.header, &consents, now);
+            if !d.allowed() {
+                bounce(
+                    &node,
+                    &row.envelope_id,
+                    d.reasons.iter().map(ToString::to_string).collect(),
+                )
+                .await;
+                continue;
+            }
+            sending.push((row, env));
+        }
+        if sending.is_empty() {
+            continue;
+        }
+        if !node.pins.is_pinned(&peer) {
+            retry_all(
+                &node,
+                &sending,
+                &format!("no agreement in force pins a key for `{peer}`"),
+            )
+            .await;
+            continue;
+        }
+        let body = format!(
+            "{{\"envelopes\":[{}]}}",
+            sending
+                .iter()
+                .map(|(r, _)| r.envelope_json.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let result = node
+            .client
+            .post(
+                &peer,
+                &addresses,
+                "/federation/v1/envelopes",
+                Bytes::from(body),
+                FEDERATION_TIMEOUT,
+            )
+            .await;
+        match result {
+            Ok((status, bytes)) if status.is_success() => {
+                let receipts: ReceiptBatch = match serde_json::from_slice(&bytes) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        retry_all(
+                            &node,
+                            &sending,
+                            &format!("peer answered with unreadable receipts: {e}"),
+                        )
+                        .await;
+                        continue;
+                    }
+                };
+                settle(&node, &peer, sending, receipts).await;
+            }
+            Ok((status, bytes)) => {
+                let why = format!(
+                    "peer answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                );
+                retry_all(&node, &sending, &why).await;
+            }
+            Err(e) => retry_all(&node, &sending, &e.to_string()).await,
+        }
+    }
+}
+
+async fn bounce<S: Store>(node: &Node<S>, id: &str, reasons: Vec<String>) {
+    let audit = node.audit(AuditEvent::MessageBounced {
+        id: id.to_owned(),
+        reasons: reasons.clone(),
+    });
+    match node
+        .store
+        .outbox_bounce(id, &reasons.join("; "), node.clock.now_ms(), &[audit])
+        .await
+    {
+        Ok(true) => {
+            inc(&node.metrics.bounced);
+            tracing::info!(%id, "bounced: {}", reasons.join("; "));
+            crate::events::publish(node, "outbox");
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(%id, "cannot record bounce: {e}"),
+    }
+}
+
+async fn retry_all<S: Store>(node: &Node<S>, rows: &[(OutboxRow, Envelope)], why: &str) {
+    let now_ms = node.clock.now_ms();
+    for (row, _) in rows {
+        let attempts = row.attempts.saturating_add(1);
+        let next = node
+            .retry
+            .next_attempt_ms(now_ms, attempts, node.random.u64());
+        if let Err(e) = node
+            .store
+            .outbox_retry(&row.envelope_id, attempts, next, why)
+            .await
+        {
+            tracing::error!(id = %row.envelope_id, "cannot schedule retry: {e}");
+        }
+    }
+    add(&node.metrics.retries, rows.len() as u64);
+    tracing::debug!(count = rows.len(), "delivery failed, retrying later: {why}");
+}
+
+/// Matches receipts to what was sent; only a valid receipt from the peer's pinned key
+/// releases an envelope from the outbox.
+async fn settle<S: Store>(
+    node: &Node<S>,
+    peer: &str,
+    sent: Vec<(OutboxRow, Envelope)>,
+    batch: ReceiptBatch,
+) {
+    let keys = node.party_keys(peer);
+    let mut delivered: Vec<(String, String)> = Vec::new();
+    let mut audit = Vec::new();
+    let mut unanswered: Vec<(OutboxRow, Envelope)> = Vec::new();
+    for (row, env) in sent {
+        let receipt = batch
+            .receipts
+            .iter()
+            .find(|r| r.body.envelope_id == env.header.id);
+        let Some(r) = receipt else {
+            unanswered.push((row, env));
+            continue;
+        };
+        if r.body.receiver.as_str() != peer || !keys.iter().any(|k| r.verify(k, &env).is_ok()) {
+            tracing::warn!(%peer, id = %env.header.id, "receipt does not verify; keeping the envelope");
+            unanswered.push((row, env));
+            continue;
+        }
+        match r.body.kind {
+            ReceiptKind::Stored => {
+                audit.push(node.audit(AuditEvent::ReceiptReceived {
+                    id: row.envelope_id.clone(),
+                    receipt: "stored".into(),
+                    peer: peer.to_owned(),
+                }));
+                delivered.push((row.envelope_id.clone(), r.to_json()));
+            }
+            ReceiptKind::Refused => {
+                let mut reasons = vec![format!("refused by `{peer}`")];
+                reasons.extend(r.body.reasons.iter().cloned());
+                bounce(node, &row.envelope_id, reasons).await;
+            }
+            ReceiptKind::Acknowledged => unanswered.push((row, env)),
+        }
+        if let Some(sth) = &r.body.tree_head {
+            crate::audit::observe_peer_head(node, peer, sth).await;
+        }
+    }
+    if !delivered.is_empty() {
+        match node
+            .store
+            .outbox_delivered(&delivered, node.clock.now_ms(), &audit)
+            .await
+        {
+            Ok(flags) => {
+                add(
+                    &node.metrics.delivered,
+                    flags.iter().filter(|f| **f).count() as u64,
+                );
+                crate::events::publish(node, "outbox");
+            }
+            Err(e) => tracing::error!("cannot record receipts: {e}"),
+        }
+    }
+    if !unanswered.is_empty() {
+        retry_all(node, &unanswered, "no valid receipt").await;
+    }
+}
+
+/// Sends acknowledgement receipts back to the peers whose messages were acknowledged.
+pub async fn send_acks<S: Store>(
+    node: Arc<Node<S>>,
+    peer: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let addresses = node.config.peer_addresses(&peer);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let due = node
+            .store
+            .ack_outbox_due(&peer, ACK_BATCH_MAX)
+            .await
+            .unwrap_or_default();
+        if due.is_empty() {
+            if idle(&mut shutdown, Some(&node.ack_wake), IDLE_POLL * 5).await {
+                return;
+            }
+            continue;
+        }
+        let body = format!(
+            "{{\"receipts\":[{}]}}",
+            due.iter()
+                .map(|r| r.ack_receipt_json.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        match node
+            .client
+            .post(
+                &peer,
+                &addresses,
+                "/federation/v1/acks",
+                Bytes::from(body),
+                FEDERATION_TIMEOUT,
+            )
+            .await
+        {
+            Ok((status, _)) if status.is_success() => {
+                let ids: Vec<String> = due.iter().map(|r| r.envelope_id.clone()).collect();
+                if node.store.ack_outbox_done(&ids).await.is_ok() {
+                    add(&node.metrics.acks_sent, ids.len() as u64);
+                }
+                backoff = Duration::from_millis(100);
+            }
+            Ok((status, _)) => tracing::warn!(%peer, %status, "acknowledgements refused"),
+            Err(e) => {
+                tracing::debug!(%peer, "acknowledgements not delivered yet: {e}");
+                if idle(&mut shutdown, None, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Heartbeats every hotline when due; a failure marks it down at once.
+pub async fn hotlines<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if idle(&mut shutdown, None, IDLE_POLL).await {
+            return;
+        }
+        let now_ms = node.clock.now_ms();
+        let due: Vec<_> = match node.hotlines.lock() {
+            Ok(h) => h
+                .iter()
+                .filter(|(_, e)| e.monitor.due(now_ms))
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+            Err(_) => continue,
+        };
+        for ((agreement, channel, peer), entry) in due {
+            let body = HeartbeatBody {
+                from: entry.my_desk.clone(),
+                to: entry.peer_desk.clone(),
+                agreement: agreement.clone(),
+                channel: channel.clone(),
+                nonce: hex::encode(node.random.bytes16()),
+                sent_at: node.now(),
+            };
+            let signature = node.key.sign_b64(&heartbeat_bytes("heartbeat", &body));
+            let hb = Heartbeat {
+                body: body.clone(),
+                signature,
+            };
+            let bytes = Bytes::from(serde_json::to_vec(&hb).unwrap_or_default());
+            let started = Instant::now();
+            let addresses = node.config.peer_addresses(&peer);
+            let result = if node.pins.is_pinned(&peer) {
+                node.client
+                    .post(
+                        &peer,
+                        &addresses,
+                        "/federation/v1/heartbeat",
+                        bytes,
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                Err(format!("no agreement in force pins a key for `{peer}`"))
+            };
+            let rtt_ms = started.elapsed().as_millis() as i64;
+            let outcome = match result {
+                Ok((status, reply)) if status.is_success() => match serde_json::from_slice::<
+                    HeartbeatReply,
+                >(&reply)
+                {
+                    Ok(r)
+                        if r.body.nonce == body.nonce
+                            && node.party_keys(&peer).iter().any(|k| {
+                                k.verify_b64(
+                                    &heartbeat_bytes("heartbeat-reply", &r.body),
+                                    &r.signature,
+                                )
+                                .is_ok()
+                            }) =>
+                    {
+                        if let Some(sth) = &r.body.tree_head {
+                            crate::audit::observe_peer_head(&node, &peer, sth).await;
+                        }
+                        Ok(())
+                    }
+                    Ok(_) => Err(
+                        "heartbeat reply is not signed by the peer or answers another heartbeat"
+                            .to_owned(),
+                    ),
+                    Err(e) => Err(format!("unreadable heartbeat reply: {e}")),
+                },
+                Ok((status, _)) => Err(format!("peer answered {status}")),
+                Err(e) => Err(e),
+            };
+            let now_ms = node.clock.now_ms();
+            let mut change = None;
+            if let Ok(mut h) = node.hotlines.lock() {
+                if let Some(e) = h.get_mut(&(agreement.clone(), channel.clone(), peer.clone())) {
+                    match &outcome {
+                        Ok(()) => e.monitor.on_ok(now_ms, rtt_ms, node.random.u64()),
+                        Err(why) => e.monitor.on_failure(now_ms, why.clone(), node.random.u64()),
+                    }
+                    let state = e.monitor.state(now_ms).as_str();
+                    if state != e.last_state {
+                        change = Some((
+                            e.last_state,
+                            state,
+                            e.monitor.failure.clone().unwrap_or_default(),
+                        ));
+                        e.last_state = state;
+                    }
+                }
+            }
+            match outcome {
+                Ok(()) => inc(&node.metrics.heartbeats_ok),
+                Err(_) => inc(&node.metrics.heartbeats_failed),
+            }
+            if let Some((from, to, detail)) = change {
+                tracing::info!(%agreement, %channel, %peer, "hotline {from} → {to} {detail}");
+                let audit = node.audit(AuditEvent::HotlineState {
+                    channel: channel.clone(),
+                    peer: peer.clone(),
+                    state: to.to_owned(),
+                    detail,
+                });
+                let _ = node.store.audit_append(&[audit]).await;
+                crate::events::publish(&node, "hotlines");
+            }
+        }
+        // Degradation by silence is a state change too.
+        let now_ms = node.clock.now_ms();
+        let mut silent = Vec::new();
+        if let Ok(mut h) = node.hotlines.lock() {
+            for ((_, channel, peer), e) in h.iter_mut() {
+                let state = e.monitor.state(now_ms).as_str();
+                if state != e.last_state {
+                    e.last_state = state;
+                    silent.push((channel.clone(), peer.clone(), state));
+                }
+            }
+        }
+        for (channel, peer, state) in silent {
+            let audit = node.audit(AuditEvent::HotlineState {
+                channel,
+                peer,
+                state: state.to_owned(),
+                detail: "no heartbeat answered in time".into(),
+            });
+            let _ = node.store.audit_append(&[audit]).await;
+            crate::events::publish(&node, "hotlines");
+        }
+    }
+}
+
+/// Raises an escalation for each FLASH message not acknowledged by a person within its
+/// hotline's deadline.
+pub async fn escalations<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if idle(&mut shutdown, None, IDLE_POLL * 2).await {
+            return;
+        }
+        let Ok(unacked) = node
+            .store
+            .inbox_unacked(liaison_core::precedence::Precedence::Flash.rank())
+            .await
+        else {
+            continue;
+        };
+        let now_ms = node.clock.now_ms();
+        for row in unacked.iter().filter(|r| r.escalated_ms.is_none()) {
+            let Ok(env) = Envelope::from_json(row.envelope_json.as_bytes()) else {
+                continue;
+            };
+            let Some(deadline) = node.ack_deadline_ms(&env.header.agreement, &env.header.channel)
+            else {
+                continue;
+            };
+            if !flash_overdue(row.received_ms, deadline, false, now_ms) {
+                continue;
+            }
+            let reason = format!(
+                "FLASH from `{}` to `{}` not acknowledged within {}s",
+                row.from_desk,
+                row.to_desk,
+                deadline / 1000
+            );
+            let audit = node.audit(AuditEvent::Escalation {
+                id: row.envelope_id.clone(),
+                desk: row.to_desk.clone(),
+                deadline_ms: deadline,
+            });
+            match node
+                .store
+                .escalation_insert(&row.envelope_id, now_ms, &reason, &[audit])
+                .await
+            {
+                Ok(_) => {
+                    let _ = node
+                        .store
+                        .inbox_mark_escalated(&row.envelope_id, now_ms)
+                        .await;
+                    inc(&node.metrics.escalations);
+                    tracing::warn!(id = %row.envelope_id, "{reason}");
+                    crate::events::publish(&node, "escalations");
+                }
+                Err(e) => tracing::error!("cannot record escalation: {e}"),
+            }
+        }
+    }
+}
+
+/// Reloads agreements (an install by the CLI lands in the store), re-pins keys as
+/// agreements lapse on the node's clock, audits agreement events, signs tree heads.
+pub async fn maintenance<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Receiver<bool>) {
+    let mut last_head = Instant::now() - Duration::from_secs(3600);
+    loop {
+        if let Err(e) = node.refresh_agreements().await {
+            tracing::error!("cannot refresh agreements: {e}");
+        }
+        if let Err(e) = node.audit_agreement_events().await {
+            tracing::error!("cannot audit agreement events: {e}");
+        }
+        if last_head.elapsed() >= Duration::from_millis(500) {
+            if let Err(e) = node.sign_tree_head().await {
+                tracing::error!("cannot sign tree head: {e}");
+            }
+            last_head = Instant::now();
+        }
+        if idle(&mut shutdown, None, Duration::from_millis(200)).await {
+            return;
+        }
+    }
+}

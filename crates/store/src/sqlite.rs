@@ -1,0 +1,1532 @@
+//! SQLite implementation of [`Store`].
+//!
+//! # Connections
+//!
+//! SQLite allows one writer at a time per database file. The store therefore
+//! keeps two pools:
+//!
+//! * a **writer pool of exactly one connection**, so writes from this
+//!   process queue in the pool (in order, with a timeout) instead of racing
+//!   for the file lock and failing with `SQLITE_BUSY`; write transactions
+//!   start with `BEGIN IMMEDIATE`, so a read-then-write transaction never has
+//!   to upgrade its lock half-way;
+//! * a **reader pool of up to [`READERS`] connections** with
+//!   `query_only = ON`. In WAL mode readers never block the writer nor each
+//!   other, so listing an inbox does not wait behind a large batch insert.
+//!
+//! A reader sees every transaction committed before its query starts, so a
+//! read after a successful write always observes that write.
+//!
+//! The in-memory store ([`SqliteStore::open_in_memory`]) has a single
+//! connection shared by both roles, because each SQLite connection to
+//! `:memory:` is its own database.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liaison_core::merkle::{Frontier, Hash, leaf_hash};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::error::classify;
+use crate::types::{
+    AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
+    OutboxDepth, OutboxRow, OutboxState,
+};
+use crate::{Store, StoreError, StoreResult};
+
+/// Number of read-only connections of a file-backed store.
+pub const READERS: u32 = 3;
+
+/// How long a statement waits for another process's lock before failing with
+/// [`StoreError::Busy`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an operation waits for a free connection of its pool.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+const OUTBOX_COLS: &str = "seq, envelope_id, peer, from_desk, to_desk, precedence, created_ms, \
+    envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, bounce_reason, \
+    delivered_ms, bounced_ms, acked_receipt_json, acked_ms";
+
+const INBOX_COLS: &str = "seq, envelope_id, from_desk, to_desk, sender_party, precedence, \
+    received_ms, envelope_json, receiver_label, body, acked_ms, acked_by, ack_receipt_json, \
+    escalated_ms";
+
+const OUTBOX_INSERT_HEAD: &str = "INSERT INTO outbox (envelope_id, peer, from_desk, to_desk, \
+    precedence, created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, \
+    receipt_json, bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms) VALUES ";
+const OUTBOX_INSERT_COLS: usize = 17;
+
+const INBOX_INSERT_HEAD: &str = "INSERT INTO inbox (envelope_id, from_desk, to_desk, \
+    sender_party, precedence, received_ms, envelope_json, receiver_label, body, acked_ms, \
+    acked_by, ack_receipt_json, escalated_ms) VALUES ";
+const INBOX_INSERT_COLS: usize = 13;
+
+/// Rows per multi-row statement. Each statement is a round trip to the
+/// connection's worker thread, which costs far more than SQLite's own work
+/// per row, so batches are sent as few statements as possible while staying
+/// well under SQLite's limit of 32,766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `INSERT ... VALUES (?, ..), (?, ..) ON CONFLICT (envelope_id) DO NOTHING
+/// RETURNING envelope_id` for `rows` rows of `cols` columns: the ids that
+/// come back are exactly the rows that were new.
+fn multi_insert_sql(head: &str, cols: usize, rows: usize) -> String {
+    let tuple = format!("({})", vec!["?"; cols].join(", "));
+    let values = vec![tuple; rows].join(", ");
+    format!("{head}{values} ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id")
+}
+
+/// Per input row, whether it was new: its id came back from the insert and
+/// it is the first occurrence of that id in the batch (SQLite inserts VALUES
+/// rows in order, so a later duplicate hits the conflict clause).
+fn fresh_flags<'a>(ids: impl Iterator<Item = &'a str>, mut inserted: HashSet<String>) -> Vec<bool> {
+    ids.map(|id| inserted.remove(id)).collect()
+}
+
+/// The delivery scheduler's query. `INDEXED BY` makes SQLite fail loudly
+/// rather than silently fall back to a sort if the index ever stops
+/// matching; the index order equals the ORDER BY, so no sort is needed and
+/// the scan stops after `limit` due rows.
+const OUTBOX_DUE: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, precedence, \
+    created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, \
+    bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms \
+    FROM outbox INDEXED BY outbox_due_idx \
+    WHERE peer = ?1 AND state = 'queued' AND next_attempt_ms <= ?2 \
+    ORDER BY precedence DESC, created_ms ASC, seq ASC \
+    LIMIT ?3";
+
+/// Distinct peers with queued work, found by skipping from peer to peer in
+/// `outbox_next_due_idx` (one probe per peer rather than a scan of every
+/// queued row), keeping those whose earliest attempt is due.
+const OUTBOX_PEERS_WITH_DUE: &str = "WITH RECURSIVE peers(peer) AS ( \
+        SELECT (SELECT MIN(peer) FROM outbox WHERE state = 'queued') \
+        UNION ALL \
+        SELECT (SELECT MIN(o.peer) FROM outbox AS o \
+                WHERE o.state = 'queued' AND o.peer > peers.peer) \
+        FROM peers WHERE peers.peer IS NOT NULL \
+    ) \
+    SELECT peer FROM peers \
+    WHERE peer IS NOT NULL \
+      AND (SELECT MIN(o.next_attempt_ms) FROM outbox AS o \
+           WHERE o.state = 'queued' AND o.peer = peers.peer) <= ?1 \
+    ORDER BY peer";
+
+/// SQLite-backed [`Store`]. Cheap to clone (the pools are shared).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    /// Where the database lives, for error messages.
+    path: Arc<str>,
+    /// The audit log's frontier as committed. INVARIANT: equals the frontier stored in
+    /// `meta` under `audit_frontier`; held locked from before a write transaction that
+    /// appends audit entries until after it commits.
+    frontier: Arc<tokio::sync::Mutex<Frontier>>,
+}
+
+/// Entries inserted per statement.
+const AUDIT_ROWS_PER_STATEMENT: usize = 300;
+const AUDIT_FRONTIER_KEY: &str = "audit_frontier";
+
+/// One row of the audit log as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub index: u64,
+    pub entry: Vec<u8>,
+    pub leaf: Hash,
+    pub root_after: Hash,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and brings its
+    /// schema up to date.
+    ///
+    /// The connections use WAL journaling, `synchronous = FULL` (a commit is
+    /// fsynced before it returns), foreign keys and a busy timeout.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let shown: Arc<str> = Arc::from(path.display().to_string());
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                base.clone()
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .map_err(|e| open_error(&shown, e))?;
+
+        migrate(&writer, &shown).await?;
+
+        // Readers are opened after the writer so that the file exists and is
+        // already in WAL mode (which is persistent).
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(|e| open_error(&shown, e))?;
+
+        let store = Self {
+            writer,
+            reader,
+            path: shown,
+            frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
+        };
+        store.load_frontier().await?;
+        Ok(store)
+    }
+
+    /// Opens an existing database without write access (`mode=ro` and
+    /// `query_only`): every write fails with [`StoreError::ReadOnly`]. For
+    /// inspecting a node's state, and for simulating a read-only volume in
+    /// tests. Migrations are not run.
+    pub async fn open_read_only(path: &Path) -> StoreResult<Self> {
+        let shown: Arc<str> = Arc::from(path.display().to_string());
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .pragma("query_only", "ON");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(&shown, e))?;
+        let store = Self {
+            writer: pool.clone(),
+            reader: pool,
+            path: shown,
+            frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
+        };
+        store.load_frontier().await?;
+        Ok(store)
+    }
+
+    /// A fresh, empty, migrated in-memory store (for tests). One connection.
+    pub async fn open_in_memory() -> StoreResult<Self> {
+        let shown: Arc<str> = Arc::from(":memory:");
+        let options = SqliteConnectOptions::new()
+            .in_memory(true)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        // The connection must never be closed: that would drop the database.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_error(&shown, e))?;
+        migrate(&pool, &shown).await?;
+        let store = Self {
+            writer: pool.clone(),
+            reader: pool,
+            path: shown,
+            frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
+        };
+        store.load_frontier().await?;
+        Ok(store)
+    }
+
+    /// Closes all connections, waiting for running operations to finish.
+    /// The WAL is checkpointed when the last connection closes.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// The database location as shown in error messages.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        move |e| classify(&self.path, op, e)
+    }
+
+    async fn load_frontier(&self) -> StoreResult<()> {
+        const OP: &str = "load_frontier";
+        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(AUDIT_FRONTIER_KEY)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(self.err(OP))?;
+        let frontier = match stored.and_then(|j| serde_json::from_str::<Frontier>(&j).ok()) {
+            Some(f) => f,
+            None => {
+                // No saved frontier (a log from before it was kept): rebuild from leaves.
+                let leaves = self.audit_leaves(0, u64::MAX).await?;
+                Frontier::from_leaves(&leaves).map_err(|e| StoreError::Corrupt {
+                    path: self.path.to_string(),
+                    op: "audit",
+                    detail: format!("audit log: {e}"),
+                })?
+            }
+        };
+        *self.frontier.lock().await = frontier;
+        Ok(())
+    }
+
+    async fn audit_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<Hash>> {
+        let end = i64::try_from(end).unwrap_or(i64::MAX);
+        let start = i64::try_from(start).unwrap_or(i64::MAX);
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT leaf FROM audit WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
+                .bind(start)
+                .bind(end)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(self.err("audit_leaf_hashes"))?;
+        rows.into_iter()
+            .map(|b| {
+                b.try_into().map_err(|_| StoreError::Corrupt {
+                    path: self.path.to_string(),
+                    op: "audit",
+                    detail: "audit leaf is not 32 bytes".to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Appends audit entries inside `tx`; returns the frontier to install once `tx`
+    /// commits.
+    async fn append_audit(
+        &self,
+        op: &'static str,
+        tx: &mut Transaction<'static, Sqlite>,
+        frontier: &Frontier,
+        entries: &[Vec<u8>],
+    ) -> StoreResult<Frontier> {
+        let mut next = frontier.clone();
+        if entries.is_empty() {
+            return Ok(next);
+        }
+        let mut rows: Vec<(i64, &[u8], Hash, Hash)> = Vec::with_capacity(entries.len());
+        for e in entries {
+            let leaf = leaf_hash(e);
+            let idx = next.push(leaf).map_err(|err| StoreError::Corrupt {
+                path: self.path.to_string(),
+                op: "audit",
+                detail: format!("audit log: {err}"),
+            })?;
+            let idx = i64::try_from(idx).map_err(|_| StoreError::Corrupt {
+                path: self.path.to_string(),
+                op: "audit",
+                detail: "audit log is full".to_owned(),
+            })?;
+            rows.push((idx, e.as_slice(), leaf, next.root()));
+        }
+        for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| {
+                    format!(
+                        "(?{}, ?{}, ?{}, ?{})",
+                        4 * k + 1,
+                        4 * k + 2,
+                        4 * k + 3,
+                        4 * k + 4
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit (idx, entry, leaf, root_after) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (idx, entry, leaf, root) in chunk {
+                q = q
+                    .bind(*idx)
+                    .bind(*entry)
+                    .bind(leaf.to_vec())
+                    .bind(root.to_vec());
+            }
+            q.execute(&mut **tx).await.map_err(self.err(op))?;
+        }
+        let json = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt {
+            path: self.path.to_string(),
+            op: "audit",
+            detail: e.to_string(),
+        })?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(AUDIT_FRONTIER_KEY)
+            .bind(json)
+            .execute(&mut **tx)
+            .await
+            .map_err(self.err(op))?;
+        Ok(next)
+    }
+
+    async fn begin_write(&self, op: &'static str) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(self.err(op))
+    }
+
+    async fn fetch_outbox<'q>(
+        &self,
+        op: &'static str,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let rows = query.fetch_all(&self.reader).await.map_err(self.err(op))?;
+        rows.iter()
+            .map(|r| outbox_from_row(r).map_err(self.err(op)))
+            .collect()
+    }
+
+    async fn fetch_inbox<'q>(
+        &self,
+        op: &'static str,
+        query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> StoreResult<Vec<InboxRow>> {
+        let rows = query.fetch_all(&self.reader).await.map_err(self.err(op))?;
+        rows.iter()
+            .map(|r| inbox_from_row(r).map_err(self.err(op)))
+            .collect()
+    }
+
+    async fn insert_outbox_rows(
+        &self,
+        op: &'static str,
+        rows: &[OutboxRow],
+        audit: &[Vec<u8>],
+    ) -> StoreResult<Vec<bool>> {
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(op).await?;
+        let mut inserted = HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_insert_sql(OUTBOX_INSERT_HEAD, OUTBOX_INSERT_COLS, chunk.len());
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for row in chunk {
+                q = q
+                    .bind(&row.envelope_id)
+                    .bind(&row.peer)
+                    .bind(&row.from_desk)
+                    .bind(&row.to_desk)
+                    .bind(i64::from(row.precedence))
+                    .bind(row.created_ms)
+                    .bind(&row.envelope_json)
+                    .bind(row.state.as_str())
+                    .bind(i64::from(row.attempts))
+                    .bind(row.next_attempt_ms)
+                    .bind(&row.last_error)
+                    .bind(&row.receipt_json)
+                    .bind(&row.bounce_reason)
+                    .bind(row.delivered_ms)
+                    .bind(row.bounced_ms)
+                    .bind(&row.acked_receipt_json)
+                    .bind(row.acked_ms);
+            }
+            inserted.extend(q.fetch_all(&mut *tx).await.map_err(self.err(op))?);
+        }
+        let next = self.append_audit(op, &mut tx, &frontier, audit).await?;
+        tx.commit().await.map_err(self.err(op))?;
+        *frontier = next;
+        Ok(fresh_flags(
+            rows.iter().map(|r| r.envelope_id.as_str()),
+            inserted,
+        ))
+    }
+}
+
+async fn migrate(pool: &SqlitePool, path: &str) -> StoreResult<()> {
+    sqlx::migrate!().run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(inner) => match classify(path, "migrate", inner) {
+            StoreError::Database { detail, .. } => StoreError::Migrate {
+                path: path.to_owned(),
+                detail,
+            },
+            storage => storage,
+        },
+        sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::Migrate {
+            path: path.to_owned(),
+            detail: format!(
+                "the database has migration {v} applied, which this build does not know; \
+                     it was written by a newer version of Liaison"
+            ),
+        },
+        other => StoreError::Migrate {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    })
+}
+
+fn open_error(path: &str, e: sqlx::Error) -> StoreError {
+    match classify(path, "open", e) {
+        StoreError::Database { detail, .. } => StoreError::Open {
+            path: path.to_owned(),
+            detail,
+        },
+        other => other,
+    }
+}
+
+fn limit_of(limit: u32) -> i64 {
+    i64::from(limit.max(1))
+}
+
+fn decode_err(column: &str, what: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: what.into(),
+    }
+}
+
+fn get_u8(row: &SqliteRow, column: &str) -> Result<u8, sqlx::Error> {
+    let v: i64 = row.try_get(column)?;
+    u8::try_from(v).map_err(|_| decode_err(column, format!("{v} does not fit in u8")))
+}
+
+fn get_u32(row: &SqliteRow, column: &str) -> Result<u32, sqlx::Error> {
+    let v: i64 = row.try_get(column)?;
+    u32::try_from(v).map_err(|_| decode_err(column, format!("{v} does not fit in u32")))
+}
+
+fn outbox_from_row(row: &SqliteRow) -> Result<OutboxRow, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    let state = OutboxState::from_str_opt(&state)
+        .ok_or_else(|| decode_err("state", format!("unknown outbox state `{state}`")))?;
+    Ok(OutboxRow {
+        seq: row.try_get("seq")?,
+        envelope_id: row.try_get("envelope_id")?,
+        peer: row.try_get("peer")?,
+        from_desk: row.try_get("from_desk")?,
+        to_desk: row.try_get("to_desk")?,
+        precedence: get_u8(row, "precedence")?,
+        created_ms: row.try_get("created_ms")?,
+        envelope_json: row.try_get("envelope_json")?,
+        state,
+        attempts: get_u32(row, "attempts")?,
+        next_attempt_ms: row.try_get("next_attempt_ms")?,
+        last_error: row.try_get("last_error")?,
+        receipt_json: row.try_get("receipt_json")?,
+        bounce_reason: row.try_get("bounce_reason")?,
+        delivered_ms: row.try_get("delivered_ms")?,
+        bounced_ms: row.try_get("bounced_ms")?,
+        acked_receipt_json: row.try_get("acked_receipt_json")?,
+        acked_ms: row.try_get("acked_ms")?,
+    })
+}
+
+fn inbox_from_row(row: &SqliteRow) -> Result<InboxRow, sqlx::Error> {
+    Ok(InboxRow {
+        seq: row.try_get("seq")?,
+        envelope_id: row.try_get("envelope_id")?,
+        from_desk: row.try_get("from_desk")?,
+        to_desk: row.try_get("to_desk")?,
+        sender_party: row.try_get("sender_party")?,
+        precedence: get_u8(row, "precedence")?,
+        received_ms: row.try_get("received_ms")?,
+        envelope_json: row.try_get("envelope_json")?,
+        receiver_label: row.try_get("receiver_label")?,
+        body: row.try_get("body")?,
+        acked_ms: row.try_get("acked_ms")?,
+        acked_by: row.try_get("acked_by")?,
+        ack_receipt_json: row.try_get("ack_receipt_json")?,
+        escalated_ms: row.try_get("escalated_ms")?,
+    })
+}
+
+fn agreement_from_row(row: &SqliteRow) -> Result<AgreementRow, sqlx::Error> {
+    Ok(AgreementRow {
+        id: row.try_get("id")?,
+        version: get_u32(row, "version")?,
+        text: row.try_get("text")?,
+        digest_hex: row.try_get("digest_hex")?,
+        installed_ms: row.try_get("installed_ms")?,
+    })
+}
+
+impl Store for SqliteStore {
+    async fn outbox_insert(&self, row: &OutboxRow) -> StoreResult<bool> {
+        let fresh = self
+            .insert_outbox_rows("outbox_insert", std::slice::from_ref(row), &[])
+            .await?;
+        Ok(fresh.first().copied().unwrap_or(false))
+    }
+
+    async fn outbox_insert_batch(
+        &self,
+        rows: &[OutboxRow],
+        audit: &[Vec<u8>],
+    ) -> StoreResult<Vec<bool>> {
+        if rows.is_empty() && audit.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.insert_outbox_rows("outbox_insert_batch", rows, audit)
+            .await
+    }
+
+    async fn outbox_due(&self, peer: &str, now_ms: i64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+        let q = sqlx::query(OUTBOX_DUE)
+            .bind(peer)
+            .bind(now_ms)
+            .bind(limit_of(limit));
+        self.fetch_outbox("outbox_due", q).await
+    }
+
+    async fn outbox_delivered(
+        &self,
+        receipts: &[(String, String)],
+        now_ms: i64,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<Vec<bool>> {
+        const OP: &str = "outbox_delivered";
+        if receipts.is_empty() && audit.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The first receipt for an id wins, also within this call.
+        let mut seen = HashSet::new();
+        let firsts: Vec<&(String, String)> = receipts
+            .iter()
+            .filter(|(id, _)| seen.insert(id.as_str()))
+            .collect();
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let mut updated = HashSet::new();
+        for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| format!("(?{}, ?{})", 2 + 2 * k, 3 + 2 * k))
+                .collect();
+            let sql = format!(
+                "UPDATE outbox SET state = 'delivered', receipt_json = v.column2, \
+                 delivered_ms = ?1 \
+                 FROM (VALUES {}) AS v \
+                 WHERE outbox.envelope_id = v.column1 AND outbox.state <> 'delivered' \
+                 RETURNING envelope_id",
+                values.join(", ")
+            );
+            let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now_ms);
+            for (id, receipt) in chunk {
+                q = q.bind(id).bind(receipt);
+            }
+            updated.extend(q.fetch_all(&mut *tx).await.map_err(self.err(OP))?);
+        }
+        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(fresh_flags(
+            receipts.iter().map(|(id, _)| id.as_str()),
+            updated,
+        ))
+    }
+
+    async fn outbox_retry(
+        &self,
+        envelope_id: &str,
+        attempts: u32,
+        next_attempt_ms: i64,
+        last_error: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET attempts = ?1, next_attempt_ms = ?2, last_error = ?3 \
+             WHERE envelope_id = ?4 AND state = 'queued'",
+        )
+        .bind(i64::from(attempts))
+        .bind(next_attempt_ms)
+        .bind(last_error)
+        .bind(envelope_id)
+        .execute(&self.writer)
+        .await
+        .map_err(self.err("outbox_retry"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn outbox_bounce(
+        &self,
+        envelope_id: &str,
+        reason: &str,
+        now_ms: i64,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<bool> {
+        const OP: &str = "outbox_bounce";
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'bounced', bounce_reason = ?1, bounced_ms = ?2 \
+             WHERE envelope_id = ?3 AND state = 'queued'",
+        )
+        .bind(reason)
+        .bind(now_ms)
+        .bind(envelope_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err(OP))?;
+        // The audit records a bounce only if one happened.
+        let changed = done.rows_affected() == 1;
+        let next = self
+            .append_audit(OP, &mut tx, &frontier, if changed { audit } else { &[] })
+            .await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(changed)
+    }
+
+    async fn outbox_set_acked(
+        &self,
+        envelope_id: &str,
+        ack_receipt_json: &str,
+        at_ms: i64,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<bool> {
+        const OP: &str = "outbox_set_acked";
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let done = sqlx::query(
+            "UPDATE outbox SET acked_receipt_json = ?1, acked_ms = ?2 \
+             WHERE envelope_id = ?3 AND acked_ms IS NULL",
+        )
+        .bind(ack_receipt_json)
+        .bind(at_ms)
+        .bind(envelope_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err(OP))?;
+        let changed = done.rows_affected() == 1;
+        let next = self
+            .append_audit(OP, &mut tx, &frontier, if changed { audit } else { &[] })
+            .await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(changed)
+    }
+
+    async fn outbox_get(&self, envelope_id: &str) -> StoreResult<Option<OutboxRow>> {
+        let sql = format!("SELECT {OUTBOX_COLS} FROM outbox WHERE envelope_id = ?1");
+        let rows = self
+            .fetch_outbox("outbox_get", sqlx::query(&sql).bind(envelope_id))
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn outbox_list(
+        &self,
+        from_desk: Option<&str>,
+        limit: u32,
+        before_seq: Option<i64>,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let before = before_seq.unwrap_or(i64::MAX);
+        match from_desk {
+            Some(desk) => {
+                let sql = format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE from_desk = ?1 AND seq < ?2 \
+                     ORDER BY seq DESC LIMIT ?3"
+                );
+                let q = sqlx::query(&sql)
+                    .bind(desk)
+                    .bind(before)
+                    .bind(limit_of(limit));
+                self.fetch_outbox("outbox_list", q).await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+                );
+                let q = sqlx::query(&sql).bind(before).bind(limit_of(limit));
+                self.fetch_outbox("outbox_list", q).await
+            }
+        }
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<Vec<OutboxDepth>> {
+        const OP: &str = "outbox_depth";
+        let rows = sqlx::query(
+            "SELECT peer, precedence, COUNT(*) AS n FROM outbox INDEXED BY outbox_due_idx \
+             WHERE state = 'queued' GROUP BY peer, precedence ORDER BY peer, precedence DESC",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(self.err(OP))?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok(OutboxDepth {
+                    peer: r.try_get("peer")?,
+                    precedence: get_u8(r, "precedence")?,
+                    count: u64::try_from(n).map_err(|_| decode_err("n", format!("count {n}")))?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.err(OP))
+    }
+
+    async fn outbox_peers_with_due(&self, now_ms: i64) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(OUTBOX_PEERS_WITH_DUE)
+            .bind(now_ms)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(self.err("outbox_peers_with_due"))
+    }
+
+    async fn outbox_next_due_ms(&self, peer: &str) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE peer = ?1 AND state = 'queued'",
+        )
+        .bind(peer)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(self.err("outbox_next_due_ms"))
+    }
+
+    async fn inbox_insert_batch(
+        &self,
+        rows: &[InboxRow],
+        audit: &[Vec<u8>],
+    ) -> StoreResult<Vec<bool>> {
+        const OP: &str = "inbox_insert_batch";
+        if rows.is_empty() && audit.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let mut inserted = HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_insert_sql(INBOX_INSERT_HEAD, INBOX_INSERT_COLS, chunk.len());
+            let mut q = sqlx::query_scalar::<_, String>(&sql);
+            for row in chunk {
+                q = q
+                    .bind(&row.envelope_id)
+                    .bind(&row.from_desk)
+                    .bind(&row.to_desk)
+                    .bind(&row.sender_party)
+                    .bind(i64::from(row.precedence))
+                    .bind(row.received_ms)
+                    .bind(&row.envelope_json)
+                    .bind(&row.receiver_label)
+                    .bind(&row.body)
+                    .bind(row.acked_ms)
+                    .bind(&row.acked_by)
+                    .bind(&row.ack_receipt_json)
+                    .bind(row.escalated_ms);
+            }
+            inserted.extend(q.fetch_all(&mut *tx).await.map_err(self.err(OP))?);
+        }
+        // A duplicate delivery is not received twice: drop its audit entry.
+        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(fresh_flags(
+            rows.iter().map(|r| r.envelope_id.as_str()),
+            inserted,
+        ))
+    }
+
+    async fn inbox_list(
+        &self,
+        to_desk: &str,
+        limit: u32,
+        after: Option<InboxCursor>,
+    ) -> StoreResult<Vec<InboxRow>> {
+        match after {
+            None => {
+                let sql = format!(
+                    "SELECT {INBOX_COLS} FROM inbox WHERE to_desk = ?1 \
+                     ORDER BY precedence DESC, received_ms DESC, seq DESC LIMIT ?2"
+                );
+                let q = sqlx::query(&sql).bind(to_desk).bind(limit_of(limit));
+                self.fetch_inbox("inbox_list", q).await
+            }
+            Some(c) => {
+                let sql = format!(
+                    "SELECT {INBOX_COLS} FROM inbox WHERE to_desk = ?1 \
+                     AND (precedence, received_ms, seq) < (?2, ?3, ?4) \
+                     ORDER BY precedence DESC, received_ms DESC, seq DESC LIMIT ?5"
+                );
+                let q = sqlx::query(&sql)
+                    .bind(to_desk)
+                    .bind(i64::from(c.precedence))
+                    .bind(c.received_ms)
+                    .bind(c.seq)
+                    .bind(limit_of(limit));
+                self.fetch_inbox("inbox_list", q).await
+            }
+        }
+    }
+
+    async fn inbox_get(&self, envelope_id: &str) -> StoreResult<Option<InboxRow>> {
+        let sql = format!("SELECT {INBOX_COLS} FROM inbox WHERE envelope_id = ?1");
+        let rows = self
+            .fetch_inbox("inbox_get", sqlx::query(&sql).bind(envelope_id))
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn inbox_ack(
+        &self,
+        envelope_id: &str,
+        by_user: &str,
+        at_ms: i64,
+        ack_receipt_json: &str,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<AckOutcome> {
+        const OP: &str = "inbox_ack";
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let current = sqlx::query(
+            "SELECT sender_party, acked_ms, acked_by, ack_receipt_json FROM inbox \
+             WHERE envelope_id = ?1",
+        )
+        .bind(envelope_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(self.err(OP))?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound {
+                what: "inbox message",
+                id: envelope_id.to_owned(),
+            });
+        };
+        let earlier = (|| -> Result<_, sqlx::Error> {
+            let acked_ms: Option<i64> = current.try_get("acked_ms")?;
+            let acked_by: Option<String> = current.try_get("acked_by")?;
+            let receipt: Option<String> = current.try_get("ack_receipt_json")?;
+            let sender: String = current.try_get("sender_party")?;
+            Ok((acked_ms, acked_by, receipt, sender))
+        })()
+        .map_err(self.err(OP))?;
+        if let (Some(acked_ms), Some(acked_by), Some(ack_receipt_json), _) = earlier {
+            return Ok(AckOutcome::AlreadyAcked {
+                acked_ms,
+                acked_by,
+                ack_receipt_json,
+            });
+        }
+        let sender = earlier.3;
+        sqlx::query(
+            "UPDATE inbox SET acked_ms = ?1, acked_by = ?2, ack_receipt_json = ?3 \
+             WHERE envelope_id = ?4 AND acked_ms IS NULL",
+        )
+        .bind(at_ms)
+        .bind(by_user)
+        .bind(ack_receipt_json)
+        .bind(envelope_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err(OP))?;
+        sqlx::query(
+            "INSERT INTO ack_outbox (envelope_id, peer, ack_receipt_json) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (envelope_id) DO NOTHING",
+        )
+        .bind(envelope_id)
+        .bind(&sender)
+        .bind(ack_receipt_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err(OP))?;
+        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(AckOutcome::Acked)
+    }
+
+    async fn inbox_unacked(&self, precedence_min: u8) -> StoreResult<Vec<InboxRow>> {
+        let sql = format!(
+            "SELECT {INBOX_COLS} FROM inbox WHERE acked_ms IS NULL AND precedence >= ?1 \
+             ORDER BY precedence DESC, received_ms ASC, seq ASC"
+        );
+        let q = sqlx::query(&sql).bind(i64::from(precedence_min));
+        self.fetch_inbox("inbox_unacked", q).await
+    }
+
+    async fn inbox_count(&self) -> StoreResult<u64> {
+        const OP: &str = "inbox_count";
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(self.err(OP))?;
+        u64::try_from(n).map_err(|_| self.err(OP)(decode_err("COUNT(*)", format!("count {n}"))))
+    }
+
+    async fn inbox_mark_escalated(&self, envelope_id: &str, at_ms: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE inbox SET escalated_ms = ?1 WHERE envelope_id = ?2 AND escalated_ms IS NULL",
+        )
+        .bind(at_ms)
+        .bind(envelope_id)
+        .execute(&self.writer)
+        .await
+        .map_err(self.err("inbox_mark_escalated"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn ack_outbox_insert(
+        &self,
+        envelope_id: &str,
+        peer: &str,
+        ack_receipt_json: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO ack_outbox (envelope_id, peer, ack_receipt_json) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (envelope_id) DO NOTHING",
+        )
+        .bind(envelope_id)
+        .bind(peer)
+        .bind(ack_receipt_json)
+        .execute(&self.writer)
+        .await
+        .map_err(self.err("ack_outbox_insert"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn ack_outbox_due(&self, peer: &str, limit: u32) -> StoreResult<Vec<AckOutboxRow>> {
+        const OP: &str = "ack_outbox_due";
+        let rows = sqlx::query(
+            "SELECT seq, envelope_id, peer, ack_receipt_json FROM ack_outbox \
+             WHERE peer = ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(peer)
+        .bind(limit_of(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(self.err(OP))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AckOutboxRow {
+                    seq: r.try_get("seq")?,
+                    envelope_id: r.try_get("envelope_id")?,
+                    peer: r.try_get("peer")?,
+                    ack_receipt_json: r.try_get("ack_receipt_json")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.err(OP))
+    }
+
+    async fn ack_outbox_done(&self, envelope_ids: &[String]) -> StoreResult<u64> {
+        const OP: &str = "ack_outbox_done";
+        if envelope_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write(OP).await?;
+        let mut removed = 0;
+        for chunk in envelope_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "DELETE FROM ack_outbox WHERE envelope_id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            removed += q
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err(OP))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(self.err(OP))?;
+        Ok(removed)
+    }
+
+    async fn agreement_put(
+        &self,
+        id: &str,
+        version: u32,
+        text: &str,
+        digest_hex: &str,
+        installed_ms: i64,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<AgreementPut> {
+        const OP: &str = "agreement_put";
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let current = sqlx::query("SELECT version, digest_hex FROM agreements WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(self.err(OP))?;
+        let current = current
+            .map(|r| -> Result<(u32, String), sqlx::Error> {
+                Ok((get_u32(&r, "version")?, r.try_get("digest_hex")?))
+            })
+            .transpose()
+            .map_err(self.err(OP))?;
+        let outcome = match current {
+            None => AgreementPut::Installed,
+            Some((v, _)) if v > version => {
+                return Ok(AgreementPut::KeptNewer {
+                    installed_version: v,
+                });
+            }
+            Some((v, ref digest)) if v == version => {
+                if digest == digest_hex {
+                    return Ok(AgreementPut::Unchanged);
+                }
+                return Err(StoreError::Conflict {
+                    op: OP,
+                    detail: format!(
+                        "agreement `{id}` version {version} is installed with digest {digest}, \
+                         refusing a different text with digest {digest_hex} under the same \
+                         version; publish it as a new version"
+                    ),
+                });
+            }
+            Some((v, _)) => AgreementPut::Replaced {
+                previous_version: v,
+            },
+        };
+        sqlx::query(
+            "INSERT INTO agreements (id, version, text, digest_hex, installed_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, text = excluded.text, \
+             digest_hex = excluded.digest_hex, installed_ms = excluded.installed_ms",
+        )
+        .bind(id)
+        .bind(i64::from(version))
+        .bind(text)
+        .bind(digest_hex)
+        .bind(installed_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(self.err(OP))?;
+        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(outcome)
+    }
+
+    async fn agreement_get(&self, id: &str) -> StoreResult<Option<AgreementRow>> {
+        const OP: &str = "agreement_get";
+        let row = sqlx::query(
+            "SELECT id, version, text, digest_hex, installed_ms FROM agreements WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(self.err(OP))?;
+        row.as_ref()
+            .map(agreement_from_row)
+            .transpose()
+            .map_err(self.err(OP))
+    }
+
+    async fn agreement_list(&self) -> StoreResult<Vec<AgreementRow>> {
+        const OP: &str = "agreement_list";
+        let rows = sqlx::query(
+            "SELECT id, version, text, digest_hex, installed_ms FROM agreements ORDER BY id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(self.err(OP))?;
+        rows.iter()
+            .map(agreement_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(self.err(OP))
+    }
+
+    async fn peer_put(&self, party: &str, json: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO peers (party, state_json) VALUES (?1, ?2) \
+             ON CONFLICT (party) DO UPDATE SET state_json = excluded.state_json",
+        )
+        .bind(party)
+        .bind(json)
+        .execute(&self.writer)
+        .await
+        .map_err(self.err("peer_put"))?;
+        Ok(())
+    }
+
+    async fn peer_get(&self, party: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT state_json FROM peers WHERE party = ?1")
+            .bind(party)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(self.err("peer_get"))
+    }
+
+    async fn peer_list(&self) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as("SELECT party, state_json FROM peers ORDER BY party")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(self.err("peer_list"))
+    }
+
+    async fn escalation_insert(
+        &self,
+        envelope_id: &str,
+        raised_ms: i64,
+        reason: &str,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<i64> {
+        const OP: &str = "escalation_insert";
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let seq = sqlx::query_scalar(
+            "INSERT INTO escalations (envelope_id, raised_ms, reason) VALUES (?1, ?2, ?3) \
+             RETURNING seq",
+        )
+        .bind(envelope_id)
+        .bind(raised_ms)
+        .bind(reason)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(self.err(OP))?;
+        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(seq)
+    }
+
+    async fn escalation_list(&self) -> StoreResult<Vec<EscalationRow>> {
+        const OP: &str = "escalation_list";
+        let rows =
+            sqlx::query("SELECT seq, envelope_id, raised_ms, reason FROM escalations ORDER BY seq")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(self.err(OP))?;
+        rows.iter()
+            .map(|r| {
+                Ok(EscalationRow {
+                    seq: r.try_get("seq")?,
+                    envelope_id: r.try_get("envelope_id")?,
+                    raised_ms: r.try_get("raised_ms")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(self.err(OP))
+    }
+
+    async fn audit_append(&self, entries: &[Vec<u8>]) -> StoreResult<u64> {
+        const OP: &str = "audit_append";
+        let mut frontier = self.frontier.lock().await;
+        if entries.is_empty() {
+            return Ok(frontier.size());
+        }
+        let mut tx = self.begin_write(OP).await?;
+        let next = self.append_audit(OP, &mut tx, &frontier, entries).await?;
+        tx.commit().await.map_err(self.err(OP))?;
+        *frontier = next;
+        Ok(frontier.size())
+    }
+
+    async fn audit_head(&self) -> StoreResult<(u64, Hash)> {
+        let f = self.frontier.lock().await;
+        Ok((f.size(), f.root()))
+    }
+
+    async fn audit_rows(&self, start: u64, limit: u32) -> StoreResult<Vec<AuditRow>> {
+        const OP: &str = "audit_rows";
+        let rows = sqlx::query(
+            "SELECT idx, entry, leaf, root_after FROM audit WHERE idx >= ?1 ORDER BY idx LIMIT ?2",
+        )
+        .bind(i64::try_from(start).unwrap_or(i64::MAX))
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(self.err(OP))?;
+        let corrupt = |what: &str| StoreError::Corrupt {
+            path: self.path.to_string(),
+            op: "audit",
+            detail: format!("audit row: {what}"),
+        };
+        rows.iter()
+            .map(|r| {
+                let idx: i64 = r.try_get("idx").map_err(self.err(OP))?;
+                let entry: Vec<u8> = r.try_get("entry").map_err(self.err(OP))?;
+                let leaf: Vec<u8> = r.try_get("leaf").map_err(self.err(OP))?;
+                let root: Vec<u8> = r.try_get("root_after").map_err(self.err(OP))?;
+                Ok(AuditRow {
+                    index: u64::try_from(idx).map_err(|_| corrupt("negative index"))?,
+                    entry,
+                    leaf: leaf
+                        .try_into()
+                        .map_err(|_| corrupt("leaf is not 32 bytes"))?,
+                    root_after: root
+                        .try_into()
+                        .map_err(|_| corrupt("root is not 32 bytes"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_leaf_hashes(&self, start: u64, end: u64) -> StoreResult<Vec<Hash>> {
+        self.audit_leaves(start, end).await
+    }
+
+    async fn close(&self) {
+        SqliteStore::close(self).await;
+    }
+
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(self.err("meta_get"))
+    }
+
+    async fn meta_put(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.writer)
+        .await
+        .map_err(self.err("meta_put"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, peer: &str, precedence: u8, created_ms: i64) -> OutboxRow {
+        OutboxRow::new_queued(id, peer, "desk-a", "desk-b", precedence, created_ms, "{}")
+    }
+
+    async fn plan(
+        store: &SqliteStore,
+        sql: &str,
+        binds: &[i64],
+        text: Option<&str>,
+    ) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(&explain);
+        if let Some(t) = text {
+            q = q.bind(t.to_owned());
+        }
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let rows = q.fetch_all(&store.reader).await.unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap())
+            .collect()
+    }
+
+    async fn filled() -> SqliteStore {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let rows: Vec<OutboxRow> = (0..2000)
+            .map(|i| row(&format!("e{i}"), &format!("p{}", i % 7), (i % 4) as u8, i))
+            .collect();
+        store.outbox_insert_batch(&rows, &[]).await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn outbox_due_uses_index_without_sorting() {
+        let store = filled().await;
+        let details = plan(&store, OUTBOX_DUE, &[1000, 50], Some("p1")).await;
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("USING INDEX outbox_due_idx")),
+            "{details:?}"
+        );
+        assert!(
+            !details.iter().any(|d| d.contains("TEMP B-TREE")),
+            "{details:?}"
+        );
+        // And it is correct on the same data.
+        let due = store.outbox_due("p1", 1000, 50).await.unwrap();
+        assert_eq!(due.len(), 50);
+        assert!(
+            due.iter()
+                .all(|r| r.peer == "p1" && r.next_attempt_ms <= 1000)
+        );
+        let keys: Vec<_> = due
+            .iter()
+            .map(|r| (std::cmp::Reverse(r.precedence), r.created_ms, r.seq))
+            .collect();
+        assert!(keys.is_sorted(), "{keys:?}");
+        // i = 15 (mod 28) below 1000: p1's FLASH rows, all before anything else.
+        assert_eq!(due.iter().filter(|r| r.precedence == 3).count(), 36);
+        assert_eq!(
+            due.iter().take(36).filter(|r| r.precedence == 3).count(),
+            36
+        );
+    }
+
+    #[tokio::test]
+    async fn other_hot_queries_use_indexes() {
+        let store = filled().await;
+        let d = plan(&store, OUTBOX_PEERS_WITH_DUE, &[1000], None).await;
+        // Every access to outbox is an index probe, never a scan.
+        assert!(
+            d.iter()
+                .filter(|x| x.contains(" outbox") || x.contains(" o "))
+                .all(|x| x.starts_with("SEARCH") && x.contains("outbox_next_due_idx")),
+            "{d:?}"
+        );
+        let d = plan(
+            &store,
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE peer = ?1 AND state = 'queued'",
+            &[],
+            Some("p1"),
+        )
+        .await;
+        assert!(d.iter().any(|x| x.contains("outbox_next_due_idx")), "{d:?}");
+        let sql = format!(
+            "SELECT {OUTBOX_COLS} FROM outbox WHERE from_desk = ?1 AND seq < ?2 \
+             ORDER BY seq DESC LIMIT ?3"
+        );
+        let d = plan(&store, &sql, &[i64::MAX, 10], Some("desk-a")).await;
+        assert!(!d.iter().any(|x| x.contains("TEMP B-TREE")), "{d:?}");
+        let sql = format!(
+            "SELECT {INBOX_COLS} FROM inbox WHERE to_desk = ?1 \
+             AND (precedence, received_ms, seq) < (?2, ?3, ?4) \
+             ORDER BY precedence DESC, received_ms DESC, seq DESC LIMIT ?5"
+        );
+        let d = plan(&store, &sql, &[3, 0, 0, 10], Some("desk-b")).await;
+        assert!(d.iter().any(|x| x.contains("inbox_desk_idx")), "{d:?}");
+        assert!(!d.iter().any(|x| x.contains("TEMP B-TREE")), "{d:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_to_a_query_only_store_fail_as_read_only() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        assert!(store.outbox_insert(&row("keep", "p", 1, 1)).await.unwrap());
+        sqlx::query("PRAGMA query_only = ON")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let err = store
+            .outbox_insert(&row("new", "p", 1, 2))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+        assert!(err.is_storage_unavailable());
+        assert!(
+            err.to_string()
+                .starts_with("store at `:memory:` is read-only: "),
+            "{err}"
+        );
+        let err = store.meta_put("k", "v").await.unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+        assert!(store.outbox_get("keep").await.unwrap().is_some());
+        assert!(store.outbox_get("new").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn connection_settings_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("node.db"))
+            .await
+            .unwrap();
+        for pool in [&store.writer, &store.reader] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(sync, 2, "synchronous must be FULL");
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(fk, 1);
+        }
+        let err = sqlx::query("INSERT INTO meta (key, value) VALUES ('a', 'b')")
+            .execute(&store.reader)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            classify("x", "t", err),
+            StoreError::ReadOnly { .. }
+        ));
+        store.close().await;
+
+        // Reopening does not re-apply or duplicate migrations.
+        for _ in 0..2 {
+            let store = SqliteStore::open(&dir.path().join("node.db"))
+                .await
+                .unwrap();
+            let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+                .fetch_one(&store.reader)
+                .await
+                .unwrap();
+            assert_eq!(applied, 1);
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_reported_as_such_and_loses_nothing() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        store.outbox_insert(&row("keep", "p", 1, 1)).await.unwrap();
+        // Cap the database at its current size: the next page allocation
+        // fails with SQLITE_FULL, exactly as on a full volume.
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let big: Vec<OutboxRow> = (0..50)
+            .map(|i| {
+                let mut r = row(&format!("big{i}"), "p", 1, i);
+                r.envelope_json = "x".repeat(64 * 1024);
+                r
+            })
+            .collect();
+        let err = store.outbox_insert_batch(&big, &[]).await.unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
+        assert!(err.is_storage_unavailable());
+        assert!(
+            err.to_string().starts_with(
+                "disk full while writing to store at `:memory:` during outbox_insert_batch"
+            ),
+            "{err}"
+        );
+        assert!(store.outbox_get("keep").await.unwrap().is_some());
+        assert!(store.outbox_get("big0").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_database_locked_by_another_process_is_reported_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let holder = SqliteStore::open(&path).await.unwrap();
+        let other = SqliteStore::open(&path).await.unwrap();
+        sqlx::query("PRAGMA busy_timeout = 50")
+            .execute(&other.writer)
+            .await
+            .unwrap();
+        let tx = holder.begin_write("test").await.unwrap();
+        let err = other.meta_put("k", "v").await.unwrap_err();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
+        assert!(err.is_storage_unavailable());
+        // Readers are not blocked by the writer in WAL mode.
+        assert_eq!(other.meta_get("k").await.unwrap(), None);
+        tx.rollback().await.unwrap();
+        other.meta_put("k", "v").await.unwrap();
+        assert_eq!(holder.meta_get("k").await.unwrap().as_deref(), Some("v"));
+    }
+}
