@@ -41,10 +41,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({ "error": self.error });
-        if !self.reasons.is_empty() {
-            body["reasons"] = serde_json::json!(self.reasons);
-        }
+        let body = if self.reasons.is_empty() {
+            serde_json::json!({ "error": self.error })
+        } else {
+            serde_json::json!({ "error": self.error, "reasons": self.reasons })
+        };
         (self.status, Json(body)).into_response()
     }
 }

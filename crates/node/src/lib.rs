@@ -129,20 +129,12 @@ pub async fn start(
     node.sign_tree_head().await?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(writer));
-    tasks.push(tokio::spawn(workers::maintenance(
-        node.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(workers::hotlines(
-        node.clone(),
-        shutdown_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(workers::escalations(
-        node.clone(),
-        shutdown_rx.clone(),
-    )));
+    let mut tasks = vec![
+        tokio::spawn(writer),
+        tokio::spawn(workers::maintenance(node.clone(), shutdown_rx.clone())),
+        tokio::spawn(workers::hotlines(node.clone(), shutdown_rx.clone())),
+        tokio::spawn(workers::escalations(node.clone(), shutdown_rx.clone())),
+    ];
     for peer in peers {
         tasks.push(tokio::spawn(workers::deliver(
             node.clone(),

@@ -133,6 +133,10 @@ impl<S: Store> std::fmt::Debug for Node<S> {
 }
 
 impl<S: Store> Node<S> {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is an injected edge: config, key, store, clock, randomness, network"
+    )]
     pub fn new(
         config: Config,
         key: PartyKey,
@@ -200,10 +204,10 @@ impl<S: Store> Node<S> {
         for c in set.iter() {
             if let Some(p) = c.agreement.party(party) {
                 for k in &p.keys {
-                    if let Ok(pk) = PublicKey::parse(k) {
-                        if !keys.contains(&pk) {
-                            keys.push(pk);
-                        }
+                    if let Ok(pk) = PublicKey::parse(k)
+                        && !keys.contains(&pk)
+                    {
+                        keys.push(pk);
                     }
                 }
             }

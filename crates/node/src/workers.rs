@@ -400,21 +400,21 @@ pub async fn hotlines<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Receive
             };
             let now_ms = node.clock.now_ms();
             let mut change = None;
-            if let Ok(mut h) = node.hotlines.lock() {
-                if let Some(e) = h.get_mut(&(agreement.clone(), channel.clone(), peer.clone())) {
-                    match &outcome {
-                        Ok(()) => e.monitor.on_ok(now_ms, rtt_ms, node.random.u64()),
-                        Err(why) => e.monitor.on_failure(now_ms, why.clone(), node.random.u64()),
-                    }
-                    let state = e.monitor.state(now_ms).as_str();
-                    if state != e.last_state {
-                        change = Some((
-                            e.last_state,
-                            state,
-                            e.monitor.failure.clone().unwrap_or_default(),
-                        ));
-                        e.last_state = state;
-                    }
+            if let Ok(mut h) = node.hotlines.lock()
+                && let Some(e) = h.get_mut(&(agreement.clone(), channel.clone(), peer.clone()))
+            {
+                match &outcome {
+                    Ok(()) => e.monitor.on_ok(now_ms, rtt_ms, node.random.u64()),
+                    Err(why) => e.monitor.on_failure(now_ms, why.clone(), node.random.u64()),
+                }
+                let state = e.monitor.state(now_ms).as_str();
+                if state != e.last_state {
+                    change = Some((
+                        e.last_state,
+                        state,
+                        e.monitor.failure.clone().unwrap_or_default(),
+                    ));
+                    e.last_state = state;
                 }
             }
             match outcome {
