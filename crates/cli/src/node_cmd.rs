@@ -167,16 +167,21 @@ pub fn send(args: SendArgs) -> anyhow::Result<Exit> {
     if status == 201 {
         println!(
             "accepted {} (arrives as {})",
-            v["id"].as_str().unwrap_or("?"),
-            v["receiver_label"].as_str().unwrap_or("?")
+            text_of(&v, "id").unwrap_or("?"),
+            text_of(&v, "receiver_label").unwrap_or("?")
         );
         return Ok(Exit::Ok);
     }
     eprintln!(
         "not accepted ({status}): {}",
-        v["error"].as_str().unwrap_or(&text)
+        text_of(&v, "error").unwrap_or(&text)
     );
-    for r in v["reasons"].as_array().into_iter().flatten() {
+    for r in v
+        .get("reasons")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         eprintln!("  - {}", r.as_str().unwrap_or_default());
     }
     Ok(Exit::Code(if status == 403 { 3 } else { 1 }))
@@ -213,14 +218,13 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<Exit> {
     for m in list {
         println!(
             "{} {:<9} {} → {} [{}] {} {}",
-            m["id"].as_str().unwrap_or(""),
-            m["precedence"].as_str().unwrap_or(""),
-            m["from"].as_str().unwrap_or(""),
-            m["to"].as_str().unwrap_or(""),
-            m["label"].as_str().unwrap_or(""),
-            m["state"].as_str().unwrap_or(""),
-            m["body"]
-                .as_str()
+            text_of(&m, "id").unwrap_or(""),
+            text_of(&m, "precedence").unwrap_or(""),
+            text_of(&m, "from").unwrap_or(""),
+            text_of(&m, "to").unwrap_or(""),
+            text_of(&m, "label").unwrap_or(""),
+            text_of(&m, "state").unwrap_or(""),
+            text_of(&m, "body")
                 .unwrap_or("")
                 .chars()
                 .take(60)
@@ -269,4 +273,8 @@ pub async fn install(file: &Path, dir: &Path) -> anyhow::Result<Exit> {
     store.close().await;
     println!("{}", result?);
     Ok(Exit::Ok)
+}
+
+fn text_of<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(serde_json::Value::as_str)
 }

@@ -277,7 +277,7 @@ async fn unpinned_keys_and_tampered_envelopes_are_refused_and_logged() {
     let r = client
         .post(
             "USA",
-            &[addr.clone()],
+            std::slice::from_ref(&addr),
             "/federation/v1/envelopes",
             bytes::Bytes::from_static(b"{\"envelopes\":[]}"),
             Duration::from_secs(5),
