@@ -1,6 +1,7 @@
 //! The `liaison` command.
 
 mod agreement_cmd;
+mod bench_cmd;
 mod keygen;
 mod local_api;
 mod node_cmd;
@@ -41,6 +42,8 @@ enum Command {
     Inbox(node_cmd::InboxArgs),
     /// Acknowledge a received message as a person.
     Ack(node_cmd::AckArgs),
+    /// Measure durable delivery between two local nodes.
+    Bench(bench_cmd::Args),
 }
 
 /// Runs async node commands on a runtime made for them.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Send(args) => node_cmd::send(args),
         Command::Inbox(args) => node_cmd::inbox(args),
         Command::Ack(args) => node_cmd::ack(args),
+        Command::Bench(args) => block_on(bench_cmd::bench(args)).and_then(|r| r),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod events;

@@ -124,6 +124,8 @@ pub struct Node<S: Store> {
     /// Latest signed head of this node's own audit log.
     pub tree_head: Mutex<Option<SignedTreeHead>>,
     pub events: tokio::sync::broadcast::Sender<String>,
+    /// Benchmarks listen here for ids as their receipts are recorded.
+    pub delivered_watch: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
 
 impl<S: Store> std::fmt::Debug for Node<S> {
@@ -172,6 +174,7 @@ impl<S: Store> Node<S> {
             retry,
             tree_head: Mutex::new(None),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFER_MAX).0,
+            delivered_watch: Mutex::new(None),
         });
         let writer = group_commit(node.clone(), rx);
         (node, writer)

@@ -252,6 +252,15 @@ async fn settle<S: Store>(
                     &node.metrics.delivered,
                     flags.iter().filter(|f| **f).count() as u64,
                 );
+                if let Ok(w) = node.delivered_watch.lock()
+                    && let Some(tx) = w.as_ref()
+                {
+                    for ((id, _), fresh) in delivered.iter().zip(&flags) {
+                        if *fresh {
+                            let _ = tx.send(id.clone());
+                        }
+                    }
+                }
                 crate::events::publish(node, "outbox");
             }
             Err(e) => tracing::error!("cannot record receipts: {e}"),

@@ -1,0 +1,358 @@
+//! `liaison bench`: two nodes on loopback, 1 KiB messages, durable end to end
+//! (accepted → stored by the peer → signed receipt back and recorded), measured
+//! against this machine's own Ed25519 sign+verify rate in the same run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use liaison_core::ids::PartyId;
+use liaison_core::signed_document::sign_document;
+use liaison_core::signing::PartyKey;
+use liaison_store::{SqliteStore, Store};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Delivery, Listen, Peer};
+use crate::node::SendRequest;
+use crate::{Running, ScenarioClock, SeededRandom, SharedClock};
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub messages: usize,
+    pub rate_messages: usize,
+    pub rate_per_s: u64,
+    pub backlog: usize,
+    pub flash: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            messages: 20_000,
+            rate_messages: 5_000,
+            rate_per_s: 1_000,
+            backlog: 100_000,
+            flash: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub ed25519_sign_verify_per_s: f64,
+    pub throughput_msgs_per_s: f64,
+    pub ratio_to_sign_verify: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub flash_p50_ms: f64,
+    pub flash_p99_ms: f64,
+    pub backlog_routine: usize,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
+}
+
+/// Sign + verify pairs per second on one core, the ceiling for signed delivery.
+pub fn ed25519_rate(duration: Duration) -> f64 {
+    let key = PartyKey::from_seed(
+        PartyId::new("BENCH").unwrap_or_else(|_| unreachable_party()),
+        [7; 32],
+    );
+    let public = key.public();
+    let msg = vec![0x5au8; 1024];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        let sig = key.sign(&msg);
+        let _ = public.verify(&msg, &sig);
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn unreachable_party() -> PartyId {
+    // "BENCH" is a valid party id; this is never called.
+    PartyId::new("X").unwrap_or_else(|_| unreachable_party())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn pair(root: &Path, clock: SharedClock) -> Result<(Running, Running), crate::NodeError> {
+    let err = |e: std::io::Error| crate::NodeError::Other(e.to_string());
+    let parties = ["USA", "ROK"];
+    let ports = [
+        (free_port().map_err(err)?, free_port().map_err(err)?),
+        (free_port().map_err(err)?, free_port().map_err(err)?),
+    ];
+    let text = include_str!("../../../examples/scenario/rok-usa-jpn-information-sharing.toml");
+    let keys: Vec<PartyKey> = ["USA", "ROK", "JPN"]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            PartyId::new(p)
+                .ok()
+                .map(|id| PartyKey::from_seed(id, [i as u8 + 40; 32]))
+        })
+        .collect();
+    let mut signed = text.to_owned();
+    for add in [true, false] {
+        for k in &keys {
+            signed = sign_document("bench", &signed, k, add)
+                .map_err(|e| crate::NodeError::Other(e.to_string()))?
+                .0;
+        }
+    }
+    let mut running = Vec::new();
+    for (i, p) in parties.iter().enumerate() {
+        let (api, fed) = ports.get(i).copied().unwrap_or((0, 0));
+        let (_, ofed) = ports.get(1 - i).copied().unwrap_or((0, 0));
+        let config = Config {
+            party: (*p).to_owned(),
+            api: Listen {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], api)),
+            },
+            federation: Listen {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], fed)),
+            },
+            peers: vec![Peer {
+                party: parties.get(1 - i).copied().unwrap_or("").to_owned(),
+                addresses: vec![format!("127.0.0.1:{ofed}")],
+            }],
+            delivery: Delivery {
+                batch_max: 512,
+                retry_delay_ms_min: 20,
+                retry_delay_ms_max: 200,
+            },
+        };
+        let dir = root.join(p);
+        let seed = keys.get(i).map(PartyKey::seed).unwrap_or([0; 32]);
+        crate::init(&dir, &config, seed).await?;
+        let store = SqliteStore::open(&dir.join(crate::config::STORE_FILE)).await?;
+        crate::install_agreement(&store, "bench", &signed, 0).await?;
+        store.close().await;
+        running.push(
+            crate::start(
+                &dir,
+                clock.clone(),
+                Arc::new(SeededRandom::new(i as u64 + 1)),
+            )
+            .await?,
+        );
+    }
+    let rok = running
+        .pop()
+        .ok_or_else(|| crate::NodeError::Other("no node".into()))?;
+    let usa = running
+        .pop()
+        .ok_or_else(|| crate::NodeError::Other("no node".into()))?;
+    Ok((usa, rok))
+}
+
+fn request(n: usize, precedence: &str, body: &str) -> SendRequest {
+    SendRequest {
+        from: "USA.intel".into(),
+        to: "ROK.intel".into(),
+        label: "USA:SECRET".into(),
+        precedence: precedence.into(),
+        body: format!("{n:08} {body}"),
+        originator: None,
+        reply_to: None,
+    }
+}
+
+pub async fn run(
+    root: &Path,
+    opts: &BenchOptions,
+    progress: impl Fn(&str),
+) -> Result<BenchReport, crate::NodeError> {
+    progress("measuring Ed25519 sign+verify on one core");
+    let ed = ed25519_rate(Duration::from_secs(2));
+    let clock: SharedClock = Arc::new(ScenarioClock::new(
+        "2019-11-22T12:00:00+09:00"
+            .parse()
+            .map_err(|e: jiff::Error| crate::NodeError::Other(e.to_string()))?,
+        1.0,
+    ));
+    let (usa, rok) = pair(root, clock).await?;
+    let node = usa.node.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if let Ok(mut w) = node.delivered_watch.lock() {
+        *w = Some(tx);
+    }
+    let body = "x".repeat(1024 - 9);
+
+    // 1. Throughput: as fast as accepts go, until every receipt is back.
+    progress(&format!("throughput: {} messages", opts.messages));
+    let started = Instant::now();
+    let concurrency = 256;
+    let mut handles = Vec::new();
+    let per = opts.messages.div_ceil(concurrency);
+    for c in 0..concurrency {
+        let node = node.clone();
+        let body = body.clone();
+        handles.push(tokio::spawn(async move {
+            for k in 0..per {
+                if let Err(e) = node.send(request(c * per + k, "ROUTINE", &body)).await {
+                    tracing::error!("bench send refused: {e:?}");
+                    return;
+                }
+            }
+        }));
+    }
+    let total = per * concurrency;
+    let mut got = 0;
+    while got < total {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(_)) => got += 1,
+            _ => break,
+        }
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let throughput = got as f64 / started.elapsed().as_secs_f64();
+
+    // 2. Latency at a fixed offered rate.
+    progress(&format!(
+        "latency: {} messages at {}/s",
+        opts.rate_messages, opts.rate_per_s
+    ));
+    let (lat, _) = paced(
+        &node,
+        &mut rx,
+        opts.rate_messages,
+        opts.rate_per_s,
+        "ROUTINE",
+        &body,
+    )
+    .await;
+
+    // 3. FLASH while a ROUTINE backlog waits: the peer is down while the backlog is
+    // queued, then comes back; FLASH sent now must overtake the backlog.
+    progress(&format!(
+        "FLASH latency with {} ROUTINE queued",
+        opts.backlog
+    ));
+    let rok_dir = root.join("ROK");
+    rok.stop().await;
+    let mut handles = Vec::new();
+    let per = opts.backlog.div_ceil(concurrency);
+    for c in 0..concurrency {
+        let node = node.clone();
+        let body = body.clone();
+        handles.push(tokio::spawn(async move {
+            for k in 0..per {
+                let _ = node
+                    .send(request(1_000_000 + c * per + k, "ROUTINE", &body))
+                    .await;
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let rok = crate::start(&rok_dir, node.clock.clone(), Arc::new(SeededRandom::new(9))).await?;
+    let (flash, _) = paced(&node, &mut rx, opts.flash, 100, "FLASH", &body).await;
+
+    if let Ok(mut w) = node.delivered_watch.lock() {
+        *w = None;
+    }
+    usa.stop().await;
+    rok.stop().await;
+    Ok(BenchReport {
+        ed25519_sign_verify_per_s: ed,
+        throughput_msgs_per_s: throughput,
+        ratio_to_sign_verify: throughput / ed,
+        latency_p50_ms: percentile(&lat, 0.5),
+        latency_p99_ms: percentile(&lat, 0.99),
+        flash_p50_ms: percentile(&flash, 0.5),
+        flash_p99_ms: percentile(&flash, 0.99),
+        backlog_routine: opts.backlog,
+    })
+}
+
+/// Sends `n` messages at `rate` per second; returns sorted accept→receipt latencies
+/// in ms for the messages of this run (others delivered meanwhile are ignored).
+async fn paced<S: Store>(
+    node: &Arc<crate::Node<S>>,
+    rx: &mut mpsc::UnboundedReceiver<String>,
+    n: usize,
+    rate: u64,
+    precedence: &str,
+    body: &str,
+) -> (Vec<f64>, usize) {
+    let mut t = Tracker::default();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let start = Instant::now();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    for k in 0..n {
+        let due = start + interval * k as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let node = node.clone();
+        let req = request(2_000_000 + k, precedence, body);
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let at = Instant::now();
+            if let Ok(a) = node.send(req).await {
+                let _ = done_tx.send((a.id, at));
+            }
+        });
+        while let Ok(id) = rx.try_recv() {
+            t.delivered(id);
+        }
+        while let Ok((id, at)) = done_rx.try_recv() {
+            t.accepted(id, at);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while t.lat.len() < n && Instant::now() < deadline {
+        tokio::select! {
+            Some(id) = rx.recv() => t.delivered(id),
+            Some((id, at)) = done_rx.recv() => t.accepted(id, at),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let mut lat = t.lat;
+    lat.sort_by(f64::total_cmp);
+    let count = lat.len();
+    (lat, count)
+}
+
+/// Pairs accept times with receipt times whichever is seen first.
+#[derive(Default)]
+struct Tracker {
+    sent: HashMap<String, Instant>,
+    early: HashMap<String, Instant>,
+    lat: Vec<f64>,
+}
+
+impl Tracker {
+    fn accepted(&mut self, id: String, at: Instant) {
+        match self.early.remove(&id) {
+            Some(done) => self
+                .lat
+                .push(done.duration_since(at).as_secs_f64() * 1000.0),
+            None => {
+                self.sent.insert(id, at);
+            }
+        }
+    }
+    fn delivered(&mut self, id: String) {
+        match self.sent.remove(&id) {
+            Some(at) => self.lat.push(at.elapsed().as_secs_f64() * 1000.0),
+            None => {
+                self.early.insert(id, Instant::now());
+            }
+        }
+    }
+}
