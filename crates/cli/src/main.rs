@@ -1,6 +1,7 @@
 //! The `liaison` command.
 
 mod agreement_cmd;
+mod audit_cmd;
 mod bench_cmd;
 mod keygen;
 mod local_api;
@@ -29,6 +30,9 @@ enum Command {
     /// Check, show, sign and verify agreement files.
     #[command(subcommand)]
     Agreement(agreement_cmd::Command),
+    /// Verify, show and prove a node's audit log; check proofs offline.
+    #[command(subcommand)]
+    Audit(audit_cmd::Command),
     /// Explain release decisions.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(args),
         Command::Agreement(cmd) => agreement_cmd::run(cmd),
+        Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Init(args) => block_on(node_cmd::init(args)).and_then(|r| r),
         Command::Serve(args) => block_on(node_cmd::serve(args)).and_then(|r| r),

@@ -23,7 +23,7 @@ pub const CONNECTIONS_MAX: usize = 256;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest [`serve`] waits, after shutdown is asked, for in-flight requests
 /// to finish before cutting the remaining connections.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// HTTP/2 streams one peer may have open on one connection.
 const STREAMS_MAX: u32 = 256;
 /// Keep-alive pings detect dead peers.

@@ -137,11 +137,14 @@ pub async fn start(
         tokio::spawn(workers::escalations(node.clone(), shutdown_rx.clone())),
     ];
     for peer in peers {
-        tasks.push(tokio::spawn(workers::deliver(
-            node.clone(),
-            peer.clone(),
-            shutdown_rx.clone(),
-        )));
+        for lane in [workers::EXPRESS, workers::BULK] {
+            tasks.push(tokio::spawn(workers::deliver(
+                node.clone(),
+                peer.clone(),
+                lane,
+                shutdown_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(workers::send_acks(
             node.clone(),
             peer,

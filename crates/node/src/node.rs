@@ -116,7 +116,9 @@ pub struct Node<S: Store> {
     pub client: Client,
     pub link_stats: Arc<LinkStats>,
     pub metrics: Metrics,
-    pub outbox_wake: Notify,
+    /// Wakes a peer's delivery lane: (peer, express?) → notify. A stored permit means
+    /// an accept during a send is not missed.
+    pub lane_wakes: HashMap<(String, bool), Arc<Notify>>,
     pub ack_wake: Notify,
     pub hotlines: Mutex<BTreeMap<HotlineKey, HotlineEntry>>,
     writer: mpsc::Sender<AcceptJob>,
@@ -150,6 +152,7 @@ impl<S: Store> Node<S> {
         link_stats: Arc<LinkStats>,
     ) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE_MAX);
+        let config_peers: Vec<String> = config.peers.iter().map(|p| p.party.clone()).collect();
         let retry = liaison_core::delivery::RetryPolicy {
             retry_delay_ms_min: config.delivery.retry_delay_ms_min,
             retry_delay_ms_max: config.delivery.retry_delay_ms_max,
@@ -167,7 +170,15 @@ impl<S: Store> Node<S> {
             client,
             link_stats,
             metrics: Metrics::default(),
-            outbox_wake: Notify::new(),
+            lane_wakes: config_peers
+                .iter()
+                .flat_map(|p| {
+                    [
+                        ((p.clone(), true), Arc::new(Notify::new())),
+                        ((p.clone(), false), Arc::new(Notify::new())),
+                    ]
+                })
+                .collect(),
             ack_wake: Notify::new(),
             hotlines: Mutex::new(BTreeMap::new()),
             writer: tx,
@@ -178,6 +189,12 @@ impl<S: Store> Node<S> {
         });
         let writer = group_commit(node.clone(), rx);
         (node, writer)
+    }
+
+    pub fn wake_lane(&self, peer: &str, express: bool) {
+        if let Some(n) = self.lane_wakes.get(&(peer.to_owned(), express)) {
+            n.notify_one();
+        }
     }
 
     pub fn agreements(&self) -> Arc<AgreementSet> {
@@ -512,7 +529,7 @@ impl<S: Store> Node<S> {
             Err(_) => return Err(SendError::Unavailable("node is shutting down".into())),
         }
         inc(&self.metrics.accepted);
-        self.outbox_wake.notify_waiters();
+        self.wake_lane(to.party_str(), precedence >= Precedence::Immediate);
         Ok(Accepted {
             id,
             receiver_label: receiver_label.to_string(),

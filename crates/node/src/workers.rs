@@ -2,7 +2,8 @@
 //! senders, hotline heartbeats, FLASH escalation, agreement refresh and signed tree
 //! heads. Each is a loop that asks the core what to do and does the IO.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use liaison_core::envelope::{Envelope, ReceiptKind};
 use liaison_core::hotline::flash_overdue;
 use liaison_store::{OutboxRow, Store};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::federation::{Heartbeat, HeartbeatBody, HeartbeatReply, ReceiptBatch, heartbeat_bytes};
 use crate::metrics::{add, inc};
@@ -35,21 +37,90 @@ async fn idle(
     }
 }
 
-/// Sends one peer's queue, highest precedence first, in batches; one batch in flight.
+/// A delivery lane: FLASH and IMMEDIATE travel in their own lane so a bulk backlog in
+/// flight never delays them; each lane keeps a bounded number of batches in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Lane {
+    pub express: bool,
+    pub precedence_min: u8,
+    pub precedence_max: u8,
+    pub in_flight_max: usize,
+}
+
+pub const EXPRESS: Lane = Lane {
+    express: true,
+    precedence_min: 2,
+    precedence_max: 3,
+    in_flight_max: 4,
+};
+pub const BULK: Lane = Lane {
+    express: false,
+    precedence_min: 0,
+    precedence_max: 1,
+    in_flight_max: 3,
+};
+/// Envelopes per express batch: small, so each is on the wire at once.
+pub const EXPRESS_BATCH_MAX: u32 = 32;
+/// How long a batch on the wire keeps its rows from being sent again; longer than
+/// [`FEDERATION_TIMEOUT`], after which a failure reschedules them anyway.
+pub const LEASE: Duration = Duration::from_secs(15);
+
+/// Sends one peer's queue for one lane, highest precedence first, in batches.
 pub async fn deliver<S: Store>(
     node: Arc<Node<S>>,
     peer: String,
+    lane: Lane,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let addresses = node.config.peer_addresses(&peer);
-    let batch_max = node.config.delivery.batch_max.max(1);
+    let batch_max = if lane.express {
+        EXPRESS_BATCH_MAX
+    } else {
+        node.config.delivery.batch_max.max(1)
+    };
+    let wake = node.lane_wakes.get(&(peer.clone(), lane.express)).cloned();
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+    let mut tasks: JoinSet<()> = JoinSet::new();
     loop {
         if *shutdown.borrow() {
+            while tasks.join_next().await.is_some() {}
             return;
         }
+        while tasks.len() >= lane.in_flight_max {
+            let _ = tasks.join_next().await;
+        }
         let now = node.now();
-        let now_ms = now.as_millisecond();
-        let due = match node.store.outbox_due(&peer, now_ms, batch_max).await {
+        // The bulk lane yields while urgent traffic waits: a returning peer gets the
+        // FLASH and IMMEDIATE backlog before any ROUTINE.
+        if !lane.express {
+            let urgent = node
+                .store
+                .outbox_due_range(
+                    &peer,
+                    now.as_millisecond(),
+                    1,
+                    EXPRESS.precedence_min,
+                    EXPRESS.precedence_max,
+                )
+                .await;
+            if urgent.is_ok_and(|u| !u.is_empty()) {
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+                continue;
+            }
+        }
+        let due = match node
+            .store
+            .outbox_due_range(
+                &peer,
+                now.as_millisecond(),
+                batch_max,
+                lane.precedence_min,
+                lane.precedence_max,
+            )
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(%peer, "outbox unavailable: {e}");
@@ -59,9 +130,19 @@ pub async fn deliver<S: Store>(
                 continue;
             }
         };
+        let due: Vec<OutboxRow> = {
+            let busy = in_flight.lock().map(|g| g.clone()).unwrap_or_default();
+            due.into_iter()
+                .filter(|r| !busy.contains(&r.envelope_id))
+                .take(batch_max as usize)
+                .collect()
+        };
         if due.is_empty() {
-            if idle(&mut shutdown, Some(&node.outbox_wake), IDLE_POLL).await {
-                return;
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
             continue;
         }
@@ -98,61 +179,87 @@ pub async fn deliver<S: Store>(
         if sending.is_empty() {
             continue;
         }
-        if !node.pins.is_pinned(&peer) {
-            retry_all(
-                &node,
-                &sending,
-                &format!("no agreement in force pins a key for `{peer}`"),
-            )
-            .await;
-            continue;
-        }
-        let body = format!(
-            "{{\"envelopes\":[{}]}}",
-            sending
-                .iter()
-                .map(|(r, _)| r.envelope_json.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
+        // Leased to this attempt, so the next fetch finds the next batch, not these.
+        let ids: Vec<String> = sending.iter().map(|(r, _)| r.envelope_id.clone()).collect();
+        let lease_ms = node.clock.now_ms().saturating_add(
+            i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
+                * node.clock.speed().max(1.0) as i64,
         );
-        let result = node
-            .client
-            .post(
-                &peer,
-                &addresses,
-                "/federation/v1/envelopes",
-                Bytes::from(body),
-                FEDERATION_TIMEOUT,
-            )
-            .await;
-        match result {
-            Ok((status, bytes)) if status.is_success() => {
-                let receipts: ReceiptBatch = match serde_json::from_slice(&bytes) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        retry_all(
-                            &node,
-                            &sending,
-                            &format!("peer answered with unreadable receipts: {e}"),
-                        )
-                        .await;
-                        continue;
-                    }
-                };
-                settle(&node, &peer, sending, receipts).await;
-            }
-            Ok((status, bytes)) => {
-                let why = format!(
-                    "peer answered {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                );
-                retry_all(&node, &sending, &why).await;
-            }
-            Err(e) => retry_all(&node, &sending, &e.to_string()).await,
+        if let Err(e) = node.store.outbox_lease(&ids, lease_ms).await {
+            tracing::error!(%peer, "cannot lease outbox rows: {e}");
         }
+        if let Ok(mut g) = in_flight.lock() {
+            g.extend(ids);
+        }
+        let node = node.clone();
+        let peer = peer.clone();
+        let in_flight = in_flight.clone();
+        tasks.spawn(async move {
+            let ids: Vec<String> = sending.iter().map(|(r, _)| r.envelope_id.clone()).collect();
+            send_batch(&node, &peer, sending).await;
+            if let Ok(mut g) = in_flight.lock() {
+                for id in &ids {
+                    g.remove(id);
+                }
+            }
+        });
+    }
+}
+
+async fn send_batch<S: Store>(node: &Node<S>, peer: &str, sending: Vec<(OutboxRow, Envelope)>) {
+    if !node.pins.is_pinned(peer) {
+        retry_all(
+            node,
+            &sending,
+            &format!("no agreement in force pins a key for `{peer}`"),
+        )
+        .await;
+        return;
+    }
+    let addresses = node.config.peer_addresses(peer);
+    let body = format!(
+        "{{\"envelopes\":[{}]}}",
+        sending
+            .iter()
+            .map(|(r, _)| r.envelope_json.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    match node
+        .client
+        .post(
+            peer,
+            &addresses,
+            "/federation/v1/envelopes",
+            Bytes::from(body),
+            FEDERATION_TIMEOUT,
+        )
+        .await
+    {
+        Ok((status, bytes)) if status.is_success() => {
+            match serde_json::from_slice::<ReceiptBatch>(&bytes) {
+                Ok(receipts) => settle(node, peer, sending, receipts).await,
+                Err(e) => {
+                    retry_all(
+                        node,
+                        &sending,
+                        &format!("peer answered with unreadable receipts: {e}"),
+                    )
+                    .await
+                }
+            }
+        }
+        Ok((status, bytes)) => {
+            let why = format!(
+                "peer answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            );
+            retry_all(node, &sending, &why).await;
+        }
+        Err(e) => retry_all(node, &sending, &e.to_string()).await,
     }
 }
 

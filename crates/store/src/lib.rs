@@ -70,6 +70,25 @@ pub trait Store: Send + Sync + Clone + 'static {
         limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<OutboxRow>>> + Send;
 
+    /// [`Store::outbox_due`] limited to precedences `min..=max`, so urgent traffic
+    /// can travel in its own lane beside a bulk backlog.
+    fn outbox_due_range(
+        &self,
+        peer: &str,
+        now_ms: i64,
+        limit: u32,
+        precedence_min: u8,
+        precedence_max: u8,
+    ) -> impl Future<Output = StoreResult<Vec<OutboxRow>>> + Send;
+
+    /// Leases queued messages to one send attempt: they are not due again before
+    /// `until_ms` (a failed attempt reschedules them sooner). Returns how many changed.
+    fn outbox_lease(
+        &self,
+        envelope_ids: &[String],
+        until_ms: i64,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
     /// Records the peer's receipts `(envelope_id, receipt_json)` in one
     /// transaction. One flag per pair: `true` if that message became
     /// delivered now; `false` if it was already delivered (the first receipt

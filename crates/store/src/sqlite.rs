@@ -102,6 +102,16 @@ const OUTBOX_DUE: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, pre
     ORDER BY precedence DESC, created_ms ASC, seq ASC \
     LIMIT ?3";
 
+/// [`OUTBOX_DUE`] within a precedence range.
+const OUTBOX_DUE_RANGE: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, precedence, \
+    created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, \
+    bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms \
+    FROM outbox INDEXED BY outbox_due_idx \
+    WHERE peer = ?1 AND state = 'queued' AND next_attempt_ms <= ?2 \
+      AND precedence BETWEEN ?4 AND ?5 \
+    ORDER BY precedence DESC, created_ms ASC, seq ASC \
+    LIMIT ?3";
+
 /// Distinct peers with queued work, found by skipping from peer to peer in
 /// `outbox_next_due_idx` (one probe per peer rather than a scan of every
 /// queued row), keeping those whose earliest attempt is due.
@@ -589,6 +599,50 @@ impl Store for SqliteStore {
             .bind(now_ms)
             .bind(limit_of(limit));
         self.fetch_outbox("outbox_due", q).await
+    }
+
+    async fn outbox_due_range(
+        &self,
+        peer: &str,
+        now_ms: i64,
+        limit: u32,
+        precedence_min: u8,
+        precedence_max: u8,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let q = sqlx::query(OUTBOX_DUE_RANGE)
+            .bind(peer)
+            .bind(now_ms)
+            .bind(limit_of(limit))
+            .bind(i64::from(precedence_min))
+            .bind(i64::from(precedence_max));
+        self.fetch_outbox("outbox_due_range", q).await
+    }
+
+    async fn outbox_lease(&self, envelope_ids: &[String], until_ms: i64) -> StoreResult<u64> {
+        const OP: &str = "outbox_lease";
+        if envelope_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write(OP).await?;
+        let mut changed = 0;
+        for chunk in envelope_ids.chunks(ROWS_PER_STATEMENT) {
+            let marks: Vec<String> = (0..chunk.len()).map(|k| format!("?{}", k + 2)).collect();
+            let sql = format!(
+                "UPDATE outbox SET next_attempt_ms = ?1 WHERE state = 'queued' AND envelope_id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(until_ms);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            changed += q
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err(OP))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(self.err(OP))?;
+        Ok(changed)
     }
 
     async fn outbox_delivered(
