@@ -94,19 +94,6 @@ fn check(files: &[PathBuf]) -> anyhow::Result<Exit> {
     }
 }
 
-/// `923000000` as `923,000,000`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<Exit> {
     let a = load(file)?;
     let t = crate::instant_or_now(at)?;
@@ -211,7 +198,9 @@ fn show(file: &std::path::Path, at: Option<&str>, json: bool) -> anyhow::Result<
         println!("\nobligations:");
         for o in &a.obligations {
             let what = match &o.owed {
-                Owed::Payment { amount, currency } => format!("{currency} {}", thousands(*amount)),
+                Owed::Payment { amount, currency } => {
+                    format!("{currency} {}", liaison_core::agreement::thousands(*amount))
+                }
                 Owed::Act { act } => act.clone(),
             };
             let per = match o.per {

@@ -3,6 +3,7 @@
 mod agreement_cmd;
 mod audit_cmd;
 mod bench_cmd;
+mod demo_cmd;
 mod keygen;
 mod local_api;
 mod node_cmd;
@@ -48,6 +49,8 @@ enum Command {
     Ack(node_cmd::AckArgs),
     /// Measure durable delivery between two local nodes.
     Bench(bench_cmd::Args),
+    /// The seed scenario on four local nodes with a controllable clock.
+    Demo(demo_cmd::Args),
 }
 
 /// Runs async node commands on a runtime made for them.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Inbox(args) => node_cmd::inbox(args),
         Command::Ack(args) => node_cmd::ack(args),
         Command::Bench(args) => block_on(bench_cmd::bench(args)).and_then(|r| r),
+        Command::Demo(args) => block_on(demo_cmd::run(args)).and_then(|r| r),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,

@@ -143,6 +143,13 @@ impl AgreementSet {
         })
     }
 
+    /// Whether any agreement names `party`.
+    pub fn knows_party(&self, party: &str) -> bool {
+        self.agreements
+            .iter()
+            .any(|c| c.agreement.party(party).is_some())
+    }
+
     /// Whether `a` and `b` share an agreement in force at `t` (the link may be open).
     pub fn parties_linked(&self, a: &str, b: &str, t: Timestamp) -> bool {
         self.agreements

@@ -318,15 +318,25 @@ async fn ack<S: Store>(
     body: Result<Json<AckRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body.map_err(json_rejection)?;
-    let by = req.by.trim();
+    acknowledge(&node, &id, &req.by).await.map(Json)
+}
+
+/// A person acknowledges a received message: recorded with a signed receipt that is
+/// queued, in the same transaction, for delivery back to the sender.
+pub async fn acknowledge<S: Store>(
+    node: &Node<S>,
+    id: &str,
+    by: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let by = by.trim();
     if by.is_empty() || by.len() > 128 {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "by: expected the name of the person acknowledging (1 to 128 bytes)",
         ));
     }
-    let id = EnvelopeId::parse(&id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let id =
+        EnvelopeId::parse(id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let Some(row) = node.store.inbox_get(id.as_str()).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -367,16 +377,14 @@ async fn ack<S: Store>(
     {
         AckOutcome::Acked => {
             node.ack_wake.notify_waiters();
-            crate::events::publish(&node, "inbox");
-            Ok(Json(
-                serde_json::json!({ "id": id, "acknowledged_by": by, "at": now.to_string() }),
-            ))
+            crate::events::publish(node, "inbox");
+            Ok(serde_json::json!({ "id": id, "acknowledged_by": by, "at": now.to_string() }))
         }
         AckOutcome::AlreadyAcked {
             acked_ms, acked_by, ..
-        } => Ok(Json(
+        } => Ok(
             serde_json::json!({ "id": id, "acknowledged_by": acked_by, "at": ms(acked_ms), "already": true }),
-        )),
+        ),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod events;
 pub mod federation;
 pub mod metrics;
@@ -115,6 +116,7 @@ pub async fn start(
         p.dedup();
         p
     };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (node, writer) = Node::new(
         config,
         key,
@@ -124,12 +126,12 @@ pub async fn start(
         client,
         pins.clone(),
         stats.clone(),
+        shutdown_rx.clone(),
     );
     node.refresh_agreements().await?;
     node.audit_agreement_events().await?;
     node.sign_tree_head().await?;
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(writer),
         tokio::spawn(workers::maintenance(node.clone(), shutdown_rx.clone())),
@@ -287,6 +289,9 @@ pub async fn install_agreement<S: Store>(
             "installed `{}` version {} (replacing version {previous_version})",
             a.id, a.version
         ),
+        AgreementPut::EventsUpdated => {
+            format!("updated the events of `{}` version {}", a.id, a.version)
+        }
         AgreementPut::Unchanged => {
             format!("`{}` version {} was already installed", a.id, a.version)
         }

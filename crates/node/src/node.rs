@@ -150,6 +150,7 @@ impl<S: Store> Node<S> {
         client: Client,
         pins: Pins,
         link_stats: Arc<LinkStats>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE_MAX);
         let config_peers: Vec<String> = config.peers.iter().map(|p| p.party.clone()).collect();
@@ -187,7 +188,7 @@ impl<S: Store> Node<S> {
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFER_MAX).0,
             delivered_watch: Mutex::new(None),
         });
-        let writer = group_commit(node.clone(), rx);
+        let writer = group_commit(node.clone(), rx, shutdown);
         (node, writer)
     }
 
@@ -241,7 +242,16 @@ impl<S: Store> Node<S> {
         let rows = self.store.agreement_list().await?;
         let fingerprint: String = rows
             .iter()
-            .map(|r| format!("{}:{}:{};", r.id, r.version, r.digest_hex))
+            // The text, not only the digest: new events leave the digest unchanged.
+            .map(|r| {
+                format!(
+                    "{}:{}:{}:{};",
+                    r.id,
+                    r.version,
+                    r.digest_hex,
+                    hex::encode(liaison_core::merkle::leaf_hash(r.text.as_bytes()))
+                )
+            })
             .collect();
         let changed = {
             let mut g = self
@@ -413,7 +423,9 @@ impl<S: Store> Node<S> {
                 ),
             ));
         }
-        if !set.knows_desk(to.as_str()) {
+        // A desk of a party we have an agreement with must be declared; a party we have
+        // no agreement with at all is for the release decision to refuse, with reasons.
+        if !set.knows_desk(to.as_str()) && set.knows_party(to.party_str()) {
             return Err(bad(
                 "to",
                 format!("unknown desk `{to}`, expected a desk declared by an installed agreement"),
@@ -603,9 +615,19 @@ impl<S: Store> Node<S> {
 
 /// Commits accepted messages in groups: one fsync for everything that arrived while
 /// the previous commit ran, so durability does not cap throughput.
-async fn group_commit<S: Store>(node: Arc<Node<S>>, mut rx: mpsc::Receiver<AcceptJob>) {
+async fn group_commit<S: Store>(
+    node: Arc<Node<S>>,
+    mut rx: mpsc::Receiver<AcceptJob>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut jobs: Vec<AcceptJob> = Vec::with_capacity(ACCEPT_BATCH_MAX);
-    while let Some(first) = rx.recv().await {
+    loop {
+        // On shutdown, commit what was already handed over, then stop.
+        let first = tokio::select! {
+            j = rx.recv() => j,
+            _ = shutdown.wait_for(|s| *s) => rx.try_recv().ok(),
+        };
+        let Some(first) = first else { return };
         jobs.push(first);
         while jobs.len() < ACCEPT_BATCH_MAX {
             match rx.try_recv() {

@@ -1110,38 +1110,48 @@ impl Store for SqliteStore {
         const OP: &str = "agreement_put";
         let mut frontier = self.frontier.lock().await;
         let mut tx = self.begin_write(OP).await?;
-        let current = sqlx::query("SELECT version, digest_hex FROM agreements WHERE id = ?1")
+        let current = sqlx::query("SELECT version, digest_hex, text FROM agreements WHERE id = ?1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(self.err(OP))?;
         let current = current
-            .map(|r| -> Result<(u32, String), sqlx::Error> {
-                Ok((get_u32(&r, "version")?, r.try_get("digest_hex")?))
+            .map(|r| -> Result<(u32, String, String), sqlx::Error> {
+                Ok((
+                    get_u32(&r, "version")?,
+                    r.try_get("digest_hex")?,
+                    r.try_get("text")?,
+                ))
             })
             .transpose()
             .map_err(self.err(OP))?;
         let outcome = match current {
             None => AgreementPut::Installed,
-            Some((v, _)) if v > version => {
+            Some((v, _, _)) if v > version => {
                 return Ok(AgreementPut::KeptNewer {
                     installed_version: v,
                 });
             }
-            Some((v, ref digest)) if v == version => {
-                if digest == digest_hex {
+            Some((v, ref digest, ref old_text)) if v == version => {
+                if digest == digest_hex && old_text == text {
                     return Ok(AgreementPut::Unchanged);
                 }
-                return Err(StoreError::Conflict {
-                    op: OP,
-                    detail: format!(
-                        "agreement `{id}` version {version} is installed with digest {digest}, \
+                if digest == digest_hex {
+                    // Same signed text, new lifecycle events (or signatures): the
+                    // caller verified them; keep the fuller document.
+                    AgreementPut::EventsUpdated
+                } else {
+                    return Err(StoreError::Conflict {
+                        op: OP,
+                        detail: format!(
+                            "agreement `{id}` version {version} is installed with digest {digest}, \
                          refusing a different text with digest {digest_hex} under the same \
                          version; publish it as a new version"
-                    ),
-                });
+                        ),
+                    });
+                }
             }
-            Some((v, _)) => AgreementPut::Replaced {
+            Some((v, _, _)) => AgreementPut::Replaced {
                 previous_version: v,
             },
         };

@@ -200,6 +200,9 @@ pub enum AgreementPut {
     Replaced { previous_version: u32 },
     /// The same version with the same digest was already installed.
     Unchanged,
+    /// The same signed text with new lifecycle events or signatures; the text was
+    /// replaced by the fuller document.
+    EventsUpdated,
     /// A newer version is installed and was kept; nothing was written.
     KeptNewer { installed_version: u32 },
 }

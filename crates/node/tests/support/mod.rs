@@ -142,7 +142,10 @@ impl Cluster {
 
     pub async fn restart(&mut self, party: &str) {
         let dir = self.dirs[party].clone();
-        let seed = u64::from(seed_of(party)[0]);
+        // A fresh random stream per start: a restarted node must not reuse envelope ids.
+        static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seed = u64::from(seed_of(party)[0])
+            + 1000 * STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let running =
             liaison_node::start(&dir, self.clock.clone(), Arc::new(SeededRandom::new(seed)))
                 .await
