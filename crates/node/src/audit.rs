@@ -85,6 +85,7 @@ pub async fn observe_peer_head<S: Store>(node: &Node<S>, peer: &str, sth: &Signe
         tracing::warn!(%peer, "tree head not signed by the peer");
         return;
     }
+    let _serial = node.peer_log_lock.lock().await;
     let mut log: PeerLog = match node.store.peer_get(&format!("log:{peer}")).await {
         Ok(Some(j)) => serde_json::from_str(&j).unwrap_or_default(),
         _ => PeerLog::default(),

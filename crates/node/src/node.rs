@@ -126,6 +126,9 @@ pub struct Node<S: Store> {
     /// Latest signed head of this node's own audit log.
     pub tree_head: Mutex<Option<SignedTreeHead>>,
     pub events: tokio::sync::broadcast::Sender<String>,
+    /// Serialises checks of peers' tree heads: receipts and heartbeats arrive on many
+    /// tasks at once, and one fork must raise one alarm.
+    pub peer_log_lock: tokio::sync::Mutex<()>,
     /// Benchmarks listen here for ids as their receipts are recorded.
     pub delivered_watch: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
@@ -187,6 +190,7 @@ impl<S: Store> Node<S> {
             tree_head: Mutex::new(None),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFER_MAX).0,
             delivered_watch: Mutex::new(None),
+            peer_log_lock: tokio::sync::Mutex::new(()),
         });
         let writer = group_commit(node.clone(), rx, shutdown);
         (node, writer)
