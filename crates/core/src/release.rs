@@ -302,8 +302,10 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
         };
         let aid = Some(a.id.as_str());
         let zone = &compiled.zone;
-        let shown = crate::lifecycle::show_instant(at, zone);
-        let chan_clause = format!("channels.{}", channel.id);
+        // Formatting an instant in the agreement's zone is the costliest part of a
+        // reason: only do it where a reason shows it.
+        let shown = || crate::lifecycle::show_instant(at, zone);
+        let chan_clause = || format!("channels.{}", channel.id);
 
         for party in [&from_party, &to_party] {
             if !compiled.participates(party.as_str(), at) {
@@ -319,7 +321,8 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
                     aid,
                     clause,
                     format!(
-                        "not in force between `{from_party}` and `{to_party}` at {shown}: {}",
+                        "not in force between `{from_party}` and `{to_party}` at {}: {}",
+                        shown(),
                         state.explain(party, zone)
                     ),
                 ));
@@ -327,18 +330,18 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
             }
         }
 
-        let label_clause = match &req.label.scheme {
+        let label_clause = || match &req.label.scheme {
             Scheme::Common => "classification.common".to_owned(),
             Scheme::Party(p) => format!("classification.levels.{p}"),
         };
         let Some(level) = req.label.to_common(a) else {
-            denials.push(reason(aid, label_clause, format!("label `{}` is not mapped by this agreement; unmapped levels are refused, never guessed", req.label)));
+            denials.push(reason(aid, label_clause(), format!("label `{}` is not mapped by this agreement; unmapped levels are refused, never guessed", req.label)));
             continue;
         };
         if level > channel.ceiling {
             denials.push(reason(
                 aid,
-                chan_clause,
+                chan_clause(),
                 format!(
                     "label `{}` is `{}` on the common scale, above the channel's ceiling `{}`",
                     req.label,
@@ -362,7 +365,7 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
         let mut reasons = vec![
             reason(
                 aid,
-                chan_clause,
+                chan_clause(),
                 format!(
                     "{} channel `{}` joins `{}` and `{}`, ceiling `{}`",
                     channel.kind.as_str(),
@@ -375,11 +378,14 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
             reason(
                 aid,
                 "term",
-                format!("in force for `{from_party}` and `{to_party}` at {shown}"),
+                format!(
+                    "in force for `{from_party}` and `{to_party}` at {}",
+                    shown()
+                ),
             ),
             reason(
                 aid,
-                label_clause,
+                label_clause(),
                 format!(
                     "`{}` is `{}` on the common scale, which `{to_party}` marks `{receiver_level}`",
                     req.label,
