@@ -391,6 +391,21 @@ impl SqliteStore {
         Ok(next)
     }
 
+    /// Appends `entries` to the audit log inside `tx`, commits, and only then moves
+    /// the in-memory frontier: a failed commit leaves both as they were.
+    async fn commit_audited(
+        &self,
+        op: &'static str,
+        mut tx: Transaction<'static, Sqlite>,
+        frontier: &mut Frontier,
+        entries: &[Vec<u8>],
+    ) -> StoreResult<()> {
+        let next = self.append_audit(op, &mut tx, frontier, entries).await?;
+        tx.commit().await.map_err(self.err(op))?;
+        *frontier = next;
+        Ok(())
+    }
+
     async fn begin_write(&self, op: &'static str) -> StoreResult<Transaction<'static, Sqlite>> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
@@ -454,9 +469,7 @@ impl SqliteStore {
             }
             inserted.extend(q.fetch_all(&mut *tx).await.map_err(self.err(op))?);
         }
-        let next = self.append_audit(op, &mut tx, &frontier, audit).await?;
-        tx.commit().await.map_err(self.err(op))?;
-        *frontier = next;
+        self.commit_audited(op, tx, &mut frontier, audit).await?;
         Ok(fresh_flags(
             rows.iter().map(|r| r.envelope_id.as_str()),
             inserted,
@@ -682,9 +695,7 @@ impl Store for SqliteStore {
             }
             updated.extend(q.fetch_all(&mut *tx).await.map_err(self.err(OP))?);
         }
-        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
+        self.commit_audited(OP, tx, &mut frontier, audit).await?;
         Ok(fresh_flags(
             receipts.iter().map(|(id, _)| id.as_str()),
             updated,
@@ -734,11 +745,8 @@ impl Store for SqliteStore {
         .map_err(self.err(OP))?;
         // The audit records a bounce only if one happened.
         let changed = done.rows_affected() == 1;
-        let next = self
-            .append_audit(OP, &mut tx, &frontier, if changed { audit } else { &[] })
+        self.commit_audited(OP, tx, &mut frontier, if changed { audit } else { &[] })
             .await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
         Ok(changed)
     }
 
@@ -763,11 +771,8 @@ impl Store for SqliteStore {
         .await
         .map_err(self.err(OP))?;
         let changed = done.rows_affected() == 1;
-        let next = self
-            .append_audit(OP, &mut tx, &frontier, if changed { audit } else { &[] })
+        self.commit_audited(OP, tx, &mut frontier, if changed { audit } else { &[] })
             .await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
         Ok(changed)
     }
 
@@ -882,9 +887,7 @@ impl Store for SqliteStore {
             inserted.extend(q.fetch_all(&mut *tx).await.map_err(self.err(OP))?);
         }
         // A duplicate delivery is not received twice: drop its audit entry.
-        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
+        self.commit_audited(OP, tx, &mut frontier, audit).await?;
         Ok(fresh_flags(
             rows.iter().map(|r| r.envelope_id.as_str()),
             inserted,
@@ -993,9 +996,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(self.err(OP))?;
-        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
+        self.commit_audited(OP, tx, &mut frontier, audit).await?;
         Ok(AckOutcome::Acked)
     }
 
@@ -1169,9 +1170,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(self.err(OP))?;
-        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
+        self.commit_audited(OP, tx, &mut frontier, audit).await?;
         Ok(outcome)
     }
 
@@ -1252,9 +1251,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(self.err(OP))?;
-        let next = self.append_audit(OP, &mut tx, &frontier, audit).await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
+        self.commit_audited(OP, tx, &mut frontier, audit).await?;
         Ok(seq)
     }
 
@@ -1284,10 +1281,8 @@ impl Store for SqliteStore {
         if entries.is_empty() {
             return Ok(frontier.size());
         }
-        let mut tx = self.begin_write(OP).await?;
-        let next = self.append_audit(OP, &mut tx, &frontier, entries).await?;
-        tx.commit().await.map_err(self.err(OP))?;
-        *frontier = next;
+        let tx = self.begin_write(OP).await?;
+        self.commit_audited(OP, tx, &mut frontier, entries).await?;
         Ok(frontier.size())
     }
 
