@@ -163,10 +163,22 @@ impl Envelope {
         }
         let env: Self =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if env.body.len() > BODY_BYTES_MAX {
-            return Err(EnvelopeError::BodyTooLarge(env.body.len()));
+        env.checked()
+    }
+
+    /// Like [`Envelope::from_json`], for one element of an already parsed batch (whose
+    /// request size the caller bounded), so it is not parsed twice.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, EnvelopeError> {
+        let env: Self =
+            serde_json::from_value(value).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        env.checked()
+    }
+
+    fn checked(self) -> Result<Self, EnvelopeError> {
+        if self.body.len() > BODY_BYTES_MAX {
+            return Err(EnvelopeError::BodyTooLarge(self.body.len()));
         }
-        Ok(env)
+        Ok(self)
     }
 
     pub fn to_json(&self) -> String {

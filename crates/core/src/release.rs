@@ -22,6 +22,8 @@ pub struct Compiled {
     pub digest: Digest32,
     /// The agreement's own time zone, for showing instants in its reasons.
     pub zone: jiff::tz::TimeZone,
+    /// Each party's listed public keys, parsed once.
+    keys: Vec<(PartyId, crate::signing::PublicKey)>,
     timelines: Vec<(PartyId, Timeline)>,
 }
 
@@ -32,11 +34,22 @@ impl Compiled {
             .iter()
             .map(|p| (p.id.clone(), Timeline::build(&agreement, &p.id)))
             .collect();
+        let keys = agreement
+            .parties
+            .iter()
+            .flat_map(|p| {
+                p.keys
+                    .iter()
+                    .filter_map(|k| crate::signing::PublicKey::parse(k).ok())
+                    .map(|k| (p.id.clone(), k))
+            })
+            .collect();
         Self {
             digest: agreement_digest(&agreement),
             zone: crate::lifecycle::zone_of(&agreement),
             agreement,
             timelines,
+            keys,
         }
     }
 
@@ -141,6 +154,22 @@ impl AgreementSet {
                 .iter()
                 .any(|p| p.desks.iter().any(|d| d.id.as_str() == desk))
         })
+    }
+
+    /// Every public key any agreement lists for `party`, once each.
+    pub fn party_keys(&self, party: &str) -> Vec<crate::signing::PublicKey> {
+        let mut out: Vec<crate::signing::PublicKey> = Vec::new();
+        for (_, k) in self
+            .agreements
+            .iter()
+            .flat_map(|c| c.keys.iter())
+            .filter(|(p, _)| p.as_str() == party)
+        {
+            if !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+        out
     }
 
     /// Whether any agreement names `party`.

@@ -109,6 +109,24 @@ pub fn sign_document(
     Ok((doc.to_string(), summary))
 }
 
+/// Signs as each of `keys` whose party is a party to the agreement, adding keys the
+/// agreement does not list yet. Keys are added first (each addition voids earlier
+/// signatures), then every party signs the final text.
+pub fn sign_as_parties(file: &str, text: &str, keys: &[PartyKey]) -> Result<String, SignError> {
+    let agreement = parse_agreement(file, text)?;
+    let parties: Vec<&PartyKey> = keys
+        .iter()
+        .filter(|k| agreement.party(k.party.as_str()).is_some())
+        .collect();
+    let mut text = text.to_owned();
+    for add_key in [true, false] {
+        for key in &parties {
+            text = sign_document(file, &text, key, add_key)?.0;
+        }
+    }
+    Ok(text)
+}
+
 fn find_event<'a>(a: &'a Agreement, t: &Table) -> Option<&'a crate::agreement::Event> {
     let kind = t.get("kind")?.as_str()?;
     let party = t.get("party")?.as_str()?;

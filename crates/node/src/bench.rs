@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use liaison_core::ids::PartyId;
-use liaison_core::signed_document::sign_document;
+use liaison_core::signed_document::sign_as_parties;
 use liaison_core::signing::PartyKey;
 use liaison_store::{SqliteStore, Store};
 use tokio::sync::mpsc;
@@ -104,14 +104,8 @@ async fn pair(root: &Path, clock: SharedClock) -> Result<(Running, Running), cra
                 .map(|id| PartyKey::from_seed(id, [i as u8 + 40; 32]))
         })
         .collect();
-    let mut signed = text.to_owned();
-    for add in [true, false] {
-        for k in &keys {
-            signed = sign_document("bench", &signed, k, add)
-                .map_err(|e| crate::NodeError::Other(e.to_string()))?
-                .0;
-        }
-    }
+    let signed = sign_as_parties("bench", text, &keys)
+        .map_err(|e| crate::NodeError::Other(e.to_string()))?;
     let mut running = Vec::new();
     for (i, p) in parties.iter().enumerate() {
         let (api, fed) = ports.get(i).copied().unwrap_or((0, 0));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use liaison_core::ids::PartyId;
-use liaison_core::signed_document::{append_event, sign_document};
+use liaison_core::signed_document::{append_event, sign_as_parties};
 use liaison_core::signing::PartyKey;
 use liaison_store::{SqliteStore, Store};
 use serde::{Deserialize, Serialize};
@@ -132,14 +132,12 @@ async fn create(root: &Path, base_port: u16, progress: impl Fn(&str)) -> Result<
     let mut signed = Vec::new();
     for (name, text) in scenario_files() {
         let a = liaison_core::parse::parse_agreement(name, text).map_err(err)?;
-        let mut text = text.to_owned();
-        if !a.draft {
-            for add in [true, false] {
-                for k in keys.iter().filter(|k| a.party(k.party.as_str()).is_some()) {
-                    text = sign_document(name, &text, k, add).map_err(err)?.0;
-                }
-            }
-        }
+        // Drafts stay unsigned.
+        let text = if a.draft {
+            text.to_owned()
+        } else {
+            sign_as_parties(name, text, &keys).map_err(err)?
+        };
         std::fs::write(agreements_dir.join(name), &text).map_err(err)?;
         signed.push((name, text, a.draft));
     }

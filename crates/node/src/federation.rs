@@ -125,8 +125,7 @@ async fn envelopes<S: Store>(
     // (envelope, Some(receiver label) to store | None refused with reasons)
     let mut outcomes: Vec<(Envelope, Result<String, Vec<String>>)> = Vec::new();
     for raw in batch.envelopes {
-        let bytes = serde_json::to_vec(&raw).unwrap_or_default();
-        let env = match Envelope::from_json(&bytes) {
+        let env = match Envelope::from_value(raw) {
             Ok(e) => e,
             Err(e) => {
                 inc(&node.metrics.tampered);

@@ -224,20 +224,7 @@ impl<S: Store> Node<S> {
 
     /// The public key(s) the agreements list for a party.
     pub fn party_keys(&self, party: &str) -> Vec<PublicKey> {
-        let set = self.agreements();
-        let mut keys: Vec<PublicKey> = Vec::new();
-        for c in set.iter() {
-            if let Some(p) = c.agreement.party(party) {
-                for k in &p.keys {
-                    if let Ok(pk) = PublicKey::parse(k)
-                        && !keys.contains(&pk)
-                    {
-                        keys.push(pk);
-                    }
-                }
-            }
-        }
-        keys
+        self.agreements().party_keys(party)
     }
 
     /// Reloads agreements from the store when they changed, re-pins peers' keys for

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use liaison_core::envelope::{Envelope, EnvelopeId, Header};
 use liaison_core::ids::{DeskId, PartyId};
 use liaison_core::precedence::Precedence;
-use liaison_core::signed_document::sign_document;
+use liaison_core::signed_document::sign_as_parties;
 use liaison_core::signing::PartyKey;
 use liaison_node::config::{Config, Delivery, Listen, Peer};
 use liaison_node::{ManualClock, Running, SeededRandom};
@@ -45,19 +45,11 @@ pub fn signed_scenario() -> Vec<(String, String)> {
     for p in paths {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         let mut text = std::fs::read_to_string(&p).unwrap();
-        let parties: Vec<&str> = ALL_PARTIES
-            .iter()
-            .copied()
-            .filter(|party| text.contains(&format!("id = \"{party}\"")))
-            .collect();
         if text.contains("draft = true") {
             continue;
         }
-        for pass in [true, false] {
-            for party in &parties {
-                text = sign_document(&name, &text, &key_of(party), pass).unwrap().0;
-            }
-        }
+        let keys: Vec<PartyKey> = ALL_PARTIES.iter().map(|p| key_of(p)).collect();
+        text = sign_as_parties(&name, &text, &keys).unwrap();
         out.push((name, text));
     }
     out
