@@ -127,7 +127,8 @@ pub async fn observe_peer_head<S: Store>(node: &Node<S>, peer: &str, sth: &Signe
                 small.head.size, large.head.size
             );
             tracing::error!("{detail}");
-            inc(&node.metrics.forks);
+            // Recorded (audit entry, peer state) before it is announced (metric, event),
+            // so whoever sees the alarm finds the record.
             let audit = node.audit(AuditEvent::PeerForked {
                 peer: peer.to_owned(),
                 detail: detail.clone(),
@@ -135,6 +136,7 @@ pub async fn observe_peer_head<S: Store>(node: &Node<S>, peer: &str, sth: &Signe
             let _ = node.store.audit_append(&[audit]).await;
             log.forked = Some(detail);
             save(node, peer, &log).await;
+            inc(&node.metrics.forks);
             crate::events::publish(node, "audit");
         }
     }
