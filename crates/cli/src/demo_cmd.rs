@@ -58,8 +58,14 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         "\nLiaison demo — four nodes on this machine, clock ×{speed} from {}",
         demo.clock.now()
     );
+    println!("  Consoles (sign in with a name and password below):");
     for (party, url) in demo.api_urls() {
-        println!("  {party}: {url}api/v1/hotlines   metrics: {url}metrics");
+        let logins: Vec<String> = liaison_node::demo::DEMO_USERS
+            .iter()
+            .filter(|u| u.party == party)
+            .map(|u| format!("{} / {}", u.name, u.password()))
+            .collect();
+        println!("  {party}  {url}   {}", logins.join("   "));
     }
     println!(
         "  (started in {} ms; agreements signed by every party are in {}/agreements)\n",

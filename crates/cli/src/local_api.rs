@@ -10,8 +10,34 @@ use anyhow::{Context, bail};
 /// Largest response read from the local API.
 const RESPONSE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// The node in `dir`'s local API address and the operator's token (the node's owner
+/// credential, written by `init` into the node directory).
+pub fn operator(dir: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let c = liaison_node::Config::load(dir)?;
+    let path = dir.join(liaison_node::users::OPERATOR_TOKEN_FILE);
+    let token = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the operator token `{}`", path.display()))?;
+    Ok((c.api.listen.to_string(), token.trim().to_owned()))
+}
+
+/// A request without credentials (health, metrics).
+#[allow(
+    dead_code,
+    reason = "the tests' support module includes this file and uses it"
+)]
 pub fn request(
     addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    request_as(addr, None, method, path, body)
+}
+
+/// A request with a bearer token.
+pub fn request_as(
+    addr: &str,
+    token: Option<&str>,
     method: &str,
     path: &str,
     body: Option<&str>,
@@ -21,9 +47,12 @@ pub fn request(
     })?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut raw = Vec::new();

@@ -8,6 +8,7 @@ mod keygen;
 mod local_api;
 mod node_cmd;
 mod policy;
+mod user_cmd;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,9 @@ enum Command {
     Policy(policy::Command),
     /// Create a node: config, key, TLS certificate, store.
     Init(node_cmd::InitArgs),
+    /// Manage the accounts of a node's people.
+    #[command(subcommand)]
+    User(user_cmd::Command),
     /// Run a node until Ctrl-C.
     Serve(node_cmd::ServeArgs),
     /// Send a message through a running node.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit_cmd::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Init(args) => block_on(node_cmd::init(args)).and_then(|r| r),
+        Command::User(cmd) => block_on(user_cmd::run(cmd)).and_then(|r| r),
         Command::Serve(args) => block_on(node_cmd::serve(args)).and_then(|r| r),
         Command::Send(args) => node_cmd::send(args),
         Command::Inbox(args) => node_cmd::inbox(args),

@@ -9,7 +9,7 @@ use liaison_node::config::{Config, Delivery, Listen, Peer};
 use liaison_node::{OsRandom, ScenarioClock, SharedClock, SystemClock};
 
 use crate::Exit;
-use crate::local_api::{encode, request};
+use crate::local_api::{encode, operator, request_as};
 
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
@@ -131,11 +131,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn api_addr(dir: &Path) -> anyhow::Result<String> {
-    let c = Config::load(dir)?;
-    Ok(c.api.listen.to_string())
-}
-
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
     #[arg(long)]
@@ -156,8 +151,10 @@ pub struct SendArgs {
 
 pub fn send(args: SendArgs) -> anyhow::Result<Exit> {
     let body = serde_json::json!({ "from": args.from, "to": args.to, "label": args.label, "precedence": args.precedence, "body": args.body, "originator": args.originator });
-    let (status, text) = request(
-        &api_addr(&args.dir)?,
+    let (addr, token) = operator(&args.dir)?;
+    let (status, text) = request_as(
+        &addr,
+        Some(&token),
         "POST",
         "/api/v1/messages",
         Some(&body.to_string()),
@@ -206,7 +203,8 @@ pub fn inbox(args: InboxArgs) -> anyhow::Result<Exit> {
         encode(&args.desk),
         encode(&args.r#box)
     );
-    let (status, text) = request(&api_addr(&args.dir)?, "GET", &path, None)?;
+    let (addr, token) = operator(&args.dir)?;
+    let (status, text) = request_as(&addr, Some(&token), "GET", &path, None)?;
     if status != 200 {
         bail!("{status}: {text}");
     }
@@ -246,8 +244,10 @@ pub struct AckArgs {
 
 pub fn ack(args: AckArgs) -> anyhow::Result<Exit> {
     let body = serde_json::json!({ "by": args.by }).to_string();
-    let (status, text) = request(
-        &api_addr(&args.dir)?,
+    let (addr, token) = operator(&args.dir)?;
+    let (status, text) = request_as(
+        &addr,
+        Some(&token),
         "POST",
         &format!("/api/v1/messages/{}/ack", encode(&args.id)),
         Some(&body),

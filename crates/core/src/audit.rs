@@ -103,6 +103,12 @@ pub enum AuditEvent {
         peer: String,
         detail: String,
     },
+    /// An account was created or changed (`change` names what, never a secret).
+    AccountChanged {
+        name: String,
+        by: String,
+        change: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +152,7 @@ impl AuditEvent {
             Self::ConsentWithdrawn { .. } => "consent-withdrawn",
             Self::PeerForked { .. } => "peer-forked",
             Self::TamperedEnvelope { .. } => "tampered-envelope",
+            Self::AccountChanged { .. } => "account-changed",
         }
     }
 }

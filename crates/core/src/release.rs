@@ -156,6 +156,40 @@ impl AgreementSet {
         })
     }
 
+    /// The lowest and highest place on the common scale that the agreements give
+    /// `level` of `scheme` (a party's own level, or a common one). Agreements normally
+    /// agree; where they do not, clearance checks use the conservative end of the range.
+    pub fn level_ranks(&self, label: &crate::label::Label) -> Option<(usize, usize)> {
+        let mut range: Option<(usize, usize)> = None;
+        for c in &self.agreements {
+            if let Some(r) = label.to_common(&c.agreement) {
+                range = Some(range.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r))));
+            }
+        }
+        range
+    }
+
+    /// `party`'s own levels, lowest first, each with the lowest common place any
+    /// agreement gives it.
+    pub fn party_levels(&self, party: &str) -> Vec<(String, usize)> {
+        let mut levels: Vec<(String, usize)> = Vec::new();
+        for c in &self.agreements {
+            for l in c
+                .agreement
+                .scale(party)
+                .map(|s| s.levels.as_slice())
+                .unwrap_or(&[])
+            {
+                match levels.iter_mut().find(|(n, _)| *n == l.name) {
+                    Some((_, r)) => *r = (*r).min(l.common),
+                    None => levels.push((l.name.clone(), l.common)),
+                }
+            }
+        }
+        levels.sort_by_key(|(_, r)| *r);
+        levels
+    }
+
     /// Every public key any agreement lists for `party`, once each.
     pub fn party_keys(&self, party: &str) -> Vec<crate::signing::PublicKey> {
         let mut out: Vec<crate::signing::PublicKey> = Vec::new();

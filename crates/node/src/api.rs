@@ -1,8 +1,6 @@
 //! The local API for this party's people and tools: send, list, acknowledge, hotlines,
 //! escalations, metrics, health. JSON in and out; every refusal says why.
 
-use std::sync::Arc;
-
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -17,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::Exposition;
 use crate::node::{Node, SendError, SendRequest};
+use crate::users::{Denied, Principal, Via};
+use crate::web::{ApiCaller, App};
 
 /// Largest request body accepted by the local API.
 pub const API_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -30,6 +30,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.error
+    }
+
     pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
         Self {
             status,
@@ -68,8 +76,16 @@ fn json_rejection(e: JsonRejection) -> ApiError {
     ApiError::new(status, format!("bad request body: {}", e.body_text()))
 }
 
-pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        Self::new(StatusCode::FORBIDDEN, d.to_string())
+    }
+}
+
+pub fn router<S: Store>(app: App<S>) -> Router {
     Router::new()
+        .route("/api/v1/me", get(me::<S>))
+        .route("/api/v1/decisions", post(preview::<S>))
         .route("/api/v1/messages", post(send::<S>).get(list::<S>))
         .route("/api/v1/messages/{id}", get(one::<S>))
         .route("/api/v1/messages/{id}/ack", post(ack::<S>))
@@ -79,29 +95,84 @@ pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
         .route("/metrics", get(metrics::<S>))
         .route("/healthz", get(healthz::<S>))
         .layer(DefaultBodyLimit::max(API_BODY_BYTES_MAX))
-        .with_state(node)
+        .with_state(app)
 }
 
-async fn send<S: Store>(
-    State(node): State<Arc<Node<S>>>,
-    body: Result<Json<SendRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<crate::node::Accepted>), ApiError> {
-    let Json(req) = body.map_err(json_rejection)?;
-    match node.send(req).await {
-        Ok(a) => Ok((StatusCode::CREATED, Json(a))),
-        Err(SendError::BadRequest { field, message }) => Err(ApiError::new(
+async fn me<S: Store>(
+    State(app): State<App<S>>,
+    ApiCaller(p): ApiCaller,
+) -> Json<serde_json::Value> {
+    let set = app.node.agreements();
+    Json(serde_json::json!({
+        "name": p.name,
+        "display_name": p.display_name,
+        "roles": p.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "desks": p.desk_list(&set, app.node.party.as_str()),
+        "clearance": match &p.clearance { crate::users::Clearance::Level(l) => Some(l.clone()), crate::users::Clearance::Unlimited => None },
+        "language": p.language.code(),
+        "time_zone": p.time_zone_name,
+    }))
+}
+
+/// Authorises a send for `p`: one of their desks, within their clearance.
+pub fn authorise_send<S: Store>(
+    node: &Node<S>,
+    p: &Principal,
+    req: &SendRequest,
+) -> Result<(), ApiError> {
+    p.require(crate::users::Role::DutyOfficer)?;
+    p.may_use_desk(req.from.trim())?;
+    p.cleared_for(&node.agreements(), req.label.trim())?;
+    Ok(())
+}
+
+fn send_error(e: SendError) -> ApiError {
+    match e {
+        SendError::BadRequest { field, message } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{field}: {message}"),
-        )),
-        Err(SendError::Refused(d)) => Err(ApiError {
+        ),
+        SendError::Refused(d) => ApiError {
             status: StatusCode::FORBIDDEN,
             error: "refused by the release decision".into(),
             reasons: d.reasons.iter().map(ToString::to_string).collect(),
-        }),
-        Err(SendError::Unavailable(e)) => Err(ApiError::new(
+        },
+        SendError::Unavailable(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not accepted: {e}"),
-        )),
+        ),
+    }
+}
+
+/// The release decision for a message not yet sent: what would happen, and why.
+async fn preview<S: Store>(
+    State(app): State<App<S>>,
+    ApiCaller(p): ApiCaller,
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(req) = body.map_err(json_rejection)?;
+    authorise_send(&app.node, &p, &req)?;
+    let prepared = app.node.prepare(&req).map_err(send_error)?;
+    let d = prepared.decision;
+    Ok(Json(serde_json::json!({
+        "allowed": d.allowed(),
+        "receiver_label": d.receiver_label.map(|l| l.to_string()),
+        "agreement": d.agreement,
+        "channel": d.channel,
+        "reasons": d.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })))
+}
+
+async fn send<S: Store>(
+    State(app): State<App<S>>,
+    ApiCaller(p): ApiCaller,
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<crate::node::Accepted>), ApiError> {
+    let Json(req) = body.map_err(json_rejection)?;
+    authorise_send(&app.node, &p, &req)?;
+    match app.node.send(req).await {
+        Ok(a) => Ok((StatusCode::CREATED, Json(a))),
+        Err(e) => Err(send_error(e)),
     }
 }
 
@@ -246,9 +317,11 @@ pub fn outbox_view(r: &OutboxRow) -> MessageView {
 }
 
 async fn list<S: Store>(
-    State(node): State<Arc<Node<S>>>,
+    State(app): State<App<S>>,
+    ApiCaller(p): ApiCaller,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<MessageView>>, ApiError> {
+    let node = &app.node;
     let Query(q) = q.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -263,62 +336,131 @@ async fn list<S: Store>(
             format!("desk: unknown desk `{desk}` on this node"),
         ));
     }
+    p.may_use_desk(desk.as_str())?;
     let limit = q.limit.unwrap_or(100).clamp(1, LIST_LIMIT_MAX);
-    match q.r#box.as_deref().unwrap_or("inbox") {
-        "inbox" => Ok(Json(
-            node.store
-                .inbox_list(desk.as_str(), limit, None)
-                .await?
-                .iter()
-                .map(inbox_view)
-                .collect(),
-        )),
-        "outbox" => Ok(Json(
-            node.store
-                .outbox_list(Some(desk.as_str()), limit, None)
-                .await?
-                .iter()
-                .map(outbox_view)
-                .collect(),
-        )),
-        other => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("box: `{other}` is not a box, expected `inbox` or `outbox`"),
-        )),
-    }
+    let boxed = q.r#box.as_deref().unwrap_or("inbox");
+    list_messages(node, &p, desk.as_str(), boxed, limit)
+        .await
+        .map(Json)
+}
+
+/// A desk's messages that `p` is cleared to see, newest first. Messages above the
+/// clearance are left out entirely, as if they were in another room.
+pub async fn list_messages<S: Store>(
+    node: &Node<S>,
+    p: &Principal,
+    desk: &str,
+    boxed: &str,
+    limit: u32,
+) -> Result<Vec<MessageView>, ApiError> {
+    let set = node.agreements();
+    let views: Vec<MessageView> = match boxed {
+        "inbox" => node
+            .store
+            .inbox_list(desk, limit, None)
+            .await?
+            .iter()
+            .map(inbox_view)
+            .collect(),
+        "outbox" => node
+            .store
+            .outbox_list(Some(desk), limit, None)
+            .await?
+            .iter()
+            .map(outbox_view)
+            .collect(),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("box: `{other}` is not a box, expected `inbox` or `outbox`"),
+            ));
+        }
+    };
+    Ok(views
+        .into_iter()
+        .filter(|m| p.cleared_for(&set, &m.label).is_ok())
+        .collect())
+}
+
+/// One message, if `p` acts for its desk here and is cleared for its label.
+pub async fn message_for<S: Store>(
+    node: &Node<S>,
+    p: &Principal,
+    id: &str,
+) -> Result<MessageView, ApiError> {
+    let id =
+        EnvelopeId::parse(id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let view = if let Some(r) = node.store.inbox_get(id.as_str()).await? {
+        p.may_use_desk(&r.to_desk)?;
+        inbox_view(&r)
+    } else if let Some(r) = node.store.outbox_get(id.as_str()).await? {
+        p.may_use_desk(&r.from_desk)?;
+        outbox_view(&r)
+    } else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no message `{id}`"),
+        ));
+    };
+    p.cleared_for(&node.agreements(), &view.label)?;
+    Ok(view)
 }
 
 async fn one<S: Store>(
-    State(node): State<Arc<Node<S>>>,
+    State(app): State<App<S>>,
+    ApiCaller(p): ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
-    let id = EnvelopeId::parse(&id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if let Some(r) = node.store.inbox_get(id.as_str()).await? {
-        return Ok(Json(inbox_view(&r)));
-    }
-    if let Some(r) = node.store.outbox_get(id.as_str()).await? {
-        return Ok(Json(outbox_view(&r)));
-    }
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no message `{id}`"),
-    ))
+    message_for(&app.node, &p, &id).await.map(Json)
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
-    pub by: String,
+    /// Who acknowledges; only the operator's token names someone. A signed-in person
+    /// acknowledges as themselves.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 async fn ack<S: Store>(
-    State(node): State<Arc<Node<S>>>,
+    State(app): State<App<S>>,
+    ApiCaller(p): ApiCaller,
     Path(id): Path<String>,
     body: Result<Json<AckRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(req) = body.map_err(json_rejection)?;
-    acknowledge(&node, &id, &req.by).await.map(Json)
+    acknowledge_as(&app.node, &p, &id, req.by.as_deref())
+        .await
+        .map(Json)
+}
+
+/// `p` acknowledges a message of one of their desks that they are cleared to read.
+pub async fn acknowledge_as<S: Store>(
+    node: &Node<S>,
+    p: &Principal,
+    id: &str,
+    by: Option<&str>,
+) -> Result<serde_json::Value, ApiError> {
+    p.require(crate::users::Role::DutyOfficer)?;
+    let m = message_for(node, p, id).await?;
+    if m.direction != "in" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("`{id}` was sent from here; only its receiver acknowledges it"),
+        ));
+    }
+    let who = match (&p.via, by) {
+        (Via::Operator, Some(by)) => by.to_owned(),
+        (Via::Operator, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "by: expected the name of the person acknowledging",
+            ));
+        }
+        _ => format!("{} ({})", p.display_name, p.name),
+    };
+    acknowledge(node, id, &who).await
 }
 
 /// A person acknowledges a received message: recorded with a signed receipt that is
@@ -430,18 +572,20 @@ pub fn hotline_views<S: Store>(node: &Node<S>) -> Vec<HotlineView> {
         .collect()
 }
 
-async fn hotlines<S: Store>(State(node): State<Arc<Node<S>>>) -> Json<Vec<HotlineView>> {
-    Json(hotline_views(&node))
+async fn hotlines<S: Store>(State(app): State<App<S>>, _: ApiCaller) -> Json<Vec<HotlineView>> {
+    Json(hotline_views(&app.node))
 }
 
 async fn escalations<S: Store>(
-    State(node): State<Arc<Node<S>>>,
+    State(app): State<App<S>>,
+    _: ApiCaller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let rows = node.store.escalation_list().await?;
+    let rows = app.node.store.escalation_list().await?;
     Ok(Json(serde_json::json!(rows.iter().map(|r| serde_json::json!({ "id": r.envelope_id, "raised_at": ms(r.raised_ms), "reason": r.reason })).collect::<Vec<_>>())))
 }
 
-async fn agreements<S: Store>(State(node): State<Arc<Node<S>>>) -> Json<serde_json::Value> {
+async fn agreements<S: Store>(State(app): State<App<S>>, _: ApiCaller) -> Json<serde_json::Value> {
+    let node = &app.node;
     let set = node.agreements();
     let now = node.now();
     Json(serde_json::json!(set
@@ -460,7 +604,8 @@ async fn agreements<S: Store>(State(node): State<Arc<Node<S>>>) -> Json<serde_js
         .collect::<Vec<_>>()))
 }
 
-async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
+async fn metrics<S: Store>(State(app): State<App<S>>) -> Response {
+    let node = &app.node;
     let mut out = Exposition::default();
     node.metrics.render(&mut out);
     out.family(
@@ -531,8 +676,8 @@ async fn metrics<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out.0).into_response()
 }
 
-async fn healthz<S: Store>(State(node): State<Arc<Node<S>>>) -> Response {
-    match node.store.meta_get("healthz").await {
+async fn healthz<S: Store>(State(app): State<App<S>>) -> Response {
+    match app.node.store.meta_get("healthz").await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -27,6 +27,136 @@ pub const MIDNIGHT: &str = "2019-11-23T00:00:00+09:00";
 const SHARING: &str = "rok-usa-jpn-information-sharing";
 const CONDITION: &str = "jpn-export-restrictions-lifted";
 
+/// A person the demo creates on a party's node.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoUser {
+    pub party: &'static str,
+    pub name: &'static str,
+    pub display_name: &'static str,
+    pub roles: &'static [&'static str],
+    pub desks: &'static [&'static str],
+    pub clearance: &'static str,
+    pub language: &'static str,
+    pub time_zone: &'static str,
+}
+
+impl DemoUser {
+    /// Demo passwords are printed for everyone to use; never a pattern for real ones.
+    pub fn password(&self) -> String {
+        format!("{}-demo", self.name)
+    }
+}
+
+const ALL_ROLES: &[&str] = &[
+    "duty-officer",
+    "release-officer",
+    "agreement-officer",
+    "administrator",
+];
+
+pub const DEMO_USERS: &[DemoUser] = &[
+    DemoUser {
+        party: "ROK",
+        name: "rok.navy",
+        display_name: "김민준 (ROK Navy duty)",
+        roles: &["duty-officer"],
+        desks: &["ROK.navy"],
+        clearance: "II급 비밀",
+        language: "ko",
+        time_zone: "Asia/Seoul",
+    },
+    DemoUser {
+        party: "ROK",
+        name: "rok.intel",
+        display_name: "이서연 (ROK intelligence duty)",
+        roles: &["duty-officer"],
+        desks: &["ROK.intel"],
+        clearance: "II급 비밀",
+        language: "ko",
+        time_zone: "Asia/Seoul",
+    },
+    DemoUser {
+        party: "ROK",
+        name: "rok.junior",
+        display_name: "박지훈 (cleared CONFIDENTIAL)",
+        roles: &["duty-officer"],
+        desks: &["ROK.intel"],
+        clearance: "III급 비밀",
+        language: "ko",
+        time_zone: "Asia/Seoul",
+    },
+    DemoUser {
+        party: "ROK",
+        name: "rok.admin",
+        display_name: "ROK administrator",
+        roles: ALL_ROLES,
+        desks: &["ROK.minister", "ROK.navy", "ROK.air", "ROK.intel"],
+        clearance: "I급 비밀",
+        language: "en",
+        time_zone: "Asia/Seoul",
+    },
+    DemoUser {
+        party: "PRC",
+        name: "prc.navy",
+        display_name: "王伟 (PRC Navy duty)",
+        roles: &["duty-officer"],
+        desks: &["PRC.navy"],
+        clearance: "非密",
+        language: "zh-CN",
+        time_zone: "Asia/Shanghai",
+    },
+    DemoUser {
+        party: "PRC",
+        name: "prc.admin",
+        display_name: "PRC administrator",
+        roles: ALL_ROLES,
+        desks: &["PRC.minister", "PRC.navy", "PRC.air"],
+        clearance: "非密",
+        language: "zh-CN",
+        time_zone: "Asia/Shanghai",
+    },
+    DemoUser {
+        party: "USA",
+        name: "usa.intel",
+        display_name: "Sam Carter (USA intelligence duty)",
+        roles: &["duty-officer"],
+        desks: &["USA.intel"],
+        clearance: "SECRET",
+        language: "en",
+        time_zone: "Asia/Seoul",
+    },
+    DemoUser {
+        party: "USA",
+        name: "usa.admin",
+        display_name: "USA administrator",
+        roles: ALL_ROLES,
+        desks: &["USA.secdef", "USA.usfk", "USA.intel"],
+        clearance: "TOP SECRET",
+        language: "en",
+        time_zone: "America/New_York",
+    },
+    DemoUser {
+        party: "JPN",
+        name: "jpn.intel",
+        display_name: "佐藤花子 (JPN intelligence duty)",
+        roles: &["duty-officer"],
+        desks: &["JPN.intel"],
+        clearance: "極秘",
+        language: "ja",
+        time_zone: "Asia/Tokyo",
+    },
+    DemoUser {
+        party: "JPN",
+        name: "jpn.admin",
+        display_name: "JPN administrator",
+        roles: ALL_ROLES,
+        desks: &["JPN.minister", "JPN.intel"],
+        clearance: "機密",
+        language: "ja",
+        time_zone: "Asia/Tokyo",
+    },
+];
+
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub dir: PathBuf,
@@ -177,6 +307,27 @@ async fn create(root: &Path, base_port: u16, progress: impl Fn(&str)) -> Result<
             if !draft && text.contains(&format!("id = \"{party}\"")) {
                 crate::install_agreement(&store, name, text, 0).await?;
             }
+        }
+        let set = crate::stored_agreements(&store).await?;
+        let people = crate::users::People::new(
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(OsRandom),
+            crate::users::SessionPolicy::default(),
+            None,
+        );
+        for u in DEMO_USERS.iter().filter(|u| u.party == *party) {
+            let spec = crate::users::UserSpec {
+                name: u.name.to_owned(),
+                display_name: Some(u.display_name.to_owned()),
+                roles: u.roles.iter().map(|r| (*r).to_owned()).collect(),
+                desks: u.desks.iter().map(|d| (*d).to_owned()).collect(),
+                clearance: u.clearance.to_owned(),
+                language: u.language.to_owned(),
+                time_zone: u.time_zone.to_owned(),
+            };
+            crate::users::add_user(&store, party, &set, &people, &spec, &u.password(), "demo")
+                .await
+                .map_err(err)?;
         }
         store.close().await;
         progress(&format!("created node {party} in {}", dir.display()));

@@ -6,12 +6,15 @@ pub mod audit;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod events;
 pub mod federation;
 pub mod metrics;
 pub mod node;
 pub mod random;
+pub mod users;
+pub mod web;
 pub mod workers;
 
 use std::net::SocketAddr;
@@ -78,6 +81,17 @@ pub fn load_key(dir: &Path, party: &str) -> Result<PartyKey, NodeError> {
 pub async fn start(
     dir: &Path,
     clock: SharedClock,
+    random: Arc<dyn Random>,
+) -> Result<Running, NodeError> {
+    start_with(dir, clock, Arc::new(SystemClock), random).await
+}
+
+/// [`start`] with the wall clock that sessions and sign-in throttling use injected
+/// (the node's own clock may run in a scenario's time).
+pub async fn start_with(
+    dir: &Path,
+    clock: SharedClock,
+    wall: SharedClock,
     random: Arc<dyn Random>,
 ) -> Result<Running, NodeError> {
     let config = Config::load(dir)?;
@@ -153,7 +167,26 @@ pub async fn start(
             shutdown_rx.clone(),
         )));
     }
-    let api = api::router(node.clone());
+    let operator = users::operator_token(dir).map_err(|e| {
+        NodeError::Other(format!(
+            "cannot read or create `{}`: {e}",
+            dir.join(users::OPERATOR_TOKEN_FILE).display()
+        ))
+    })?;
+    let people = Arc::new(users::People::new(
+        wall,
+        node.random.clone(),
+        users::SessionPolicy::default(),
+        Some(&operator),
+    ));
+    let app = web::App {
+        node: node.clone(),
+        people,
+    };
+    let api = api::router(app.clone())
+        .merge(console::router(app))
+        .layer(axum::middleware::from_fn(web::security_headers))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let mut rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let stop = async move {
@@ -183,6 +216,17 @@ pub async fn start(
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// The agreements installed in `store`, as a node would load them.
+pub async fn stored_agreements<S: liaison_store::Store>(
+    store: &S,
+) -> Result<liaison_core::release::AgreementSet, NodeError> {
+    let rows = store.agreement_list().await?;
+    Ok(liaison_core::release::AgreementSet::new(
+        rows.iter()
+            .filter_map(|r| parse_agreement(&format!("store:{}", r.id), &r.text).ok()),
+    ))
 }
 
 /// What `init` made.
@@ -216,6 +260,7 @@ pub async fn init(dir: &Path, config: &Config, seed: [u8; 32]) -> Result<InitRep
     std::fs::write(nd.cert(), pem).map_err(io)?;
     let store = SqliteStore::open(&nd.store()).await?;
     store.close().await;
+    users::operator_token(dir).map_err(io)?;
     std::fs::write(nd.config(), config.to_toml()).map_err(io)?;
     Ok(InitReport {
         public_key: key.public().to_string(),
@@ -237,7 +282,7 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), NodeError> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), NodeError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -85,6 +85,19 @@ pub struct Accepted {
     pub reasons: Vec<String>,
 }
 
+/// A checked send request and its release decision.
+#[derive(Debug)]
+pub struct Prepared {
+    pub from: DeskId,
+    pub to: DeskId,
+    pub label: Label,
+    pub precedence: Precedence,
+    pub originator: PartyId,
+    pub reply_to: Option<EnvelopeId>,
+    pub now: jiff::Timestamp,
+    pub decision: Decision,
+}
+
 struct AcceptJob {
     row: OutboxRow,
     audit: Vec<u8>,
@@ -392,7 +405,9 @@ impl<S: Store> Node<S> {
 
     /// Accepts a message for sending: decides, seals, commits to the outbox (durable,
     /// group-committed), and only then answers.
-    pub async fn send(&self, req: SendRequest) -> Result<Accepted, SendError> {
+    /// Checks a request and runs the release decision, without storing anything: what
+    /// compose shows before the officer presses send, and the first half of `send`.
+    pub fn prepare(&self, req: &SendRequest) -> Result<Prepared, SendError> {
         let bad = |field: &'static str, message: String| SendError::BadRequest { field, message };
         let from = DeskId::new(req.from.trim()).map_err(|e| bad("from", e.to_string()))?;
         let to = DeskId::new(req.to.trim()).map_err(|e| bad("to", e.to_string()))?;
@@ -463,6 +478,30 @@ impl<S: Store> Node<S> {
             },
             now,
         );
+        Ok(Prepared {
+            from,
+            to,
+            label,
+            precedence,
+            originator,
+            reply_to,
+            now,
+            decision,
+        })
+    }
+
+    pub async fn send(&self, req: SendRequest) -> Result<Accepted, SendError> {
+        let bad = |field: &'static str, message: String| SendError::BadRequest { field, message };
+        let Prepared {
+            from,
+            to,
+            label,
+            precedence,
+            originator,
+            reply_to,
+            now,
+            decision,
+        } = self.prepare(&req)?;
         if !decision.allowed() {
             inc(&self.metrics.refused);
             let entry = self.audit(AuditEvent::MessageRefused {

@@ -33,7 +33,8 @@ pub use error::StoreError;
 pub use sqlite::{AuditRow, SqliteStore};
 pub use types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
-    OutboxDepth, OutboxRow, OutboxState, PRECEDENCE_FLASH, PRECEDENCE_ROUTINE,
+    OutboxDepth, OutboxRow, OutboxState, PRECEDENCE_FLASH, PRECEDENCE_ROUTINE, SessionRow,
+    TokenRow, UserRow,
 };
 
 /// Result type of every store operation.
@@ -332,4 +333,42 @@ pub trait Store: Send + Sync + Clone + 'static {
 
     /// Sets a small node setting (replacing any previous value).
     fn meta_put(&self, key: &str, value: &str) -> impl Future<Output = StoreResult<()>> + Send;
+
+    // ----- people -------------------------------------------------------
+
+    /// Creates the account (`create`, returns `false` if the name is taken) or
+    /// replaces an existing one (returns `false` if there is none), with `audit`.
+    fn user_put(
+        &self,
+        row: &UserRow,
+        create: bool,
+        audit: &[Vec<u8>],
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    fn user_get(&self, name: &str) -> impl Future<Output = StoreResult<Option<UserRow>>> + Send;
+
+    /// Every account, by name.
+    fn user_list(&self) -> impl Future<Output = StoreResult<Vec<UserRow>>> + Send;
+
+    /// Stores a session, or updates `last_seen_ms` of an existing one.
+    fn session_put(&self, row: &SessionRow) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn session_get(
+        &self,
+        id_hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<SessionRow>>> + Send;
+
+    /// Ends one session (`Some`) or every session of `user_name`.
+    fn session_delete(
+        &self,
+        id_hash: Option<&str>,
+        user_name: &str,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    fn token_put(&self, row: &TokenRow) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn token_get(
+        &self,
+        id_hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<TokenRow>>> + Send;
 }

@@ -36,7 +36,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use crate::error::classify;
 use crate::types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
-    OutboxDepth, OutboxRow, OutboxState,
+    OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
 };
 use crate::{Store, StoreError, StoreResult};
 
@@ -573,6 +573,22 @@ fn inbox_from_row(row: &SqliteRow) -> Result<InboxRow, sqlx::Error> {
         acked_by: row.try_get("acked_by")?,
         ack_receipt_json: row.try_get("ack_receipt_json")?,
         escalated_ms: row.try_get("escalated_ms")?,
+    })
+}
+
+fn user_from_row(r: &SqliteRow) -> Result<UserRow, sqlx::Error> {
+    Ok(UserRow {
+        name: r.try_get("name")?,
+        display_name: r.try_get("display_name")?,
+        password_hash: r.try_get("password_hash")?,
+        roles: r.try_get("roles")?,
+        desks: r.try_get("desks")?,
+        clearance: r.try_get("clearance")?,
+        language: r.try_get("language")?,
+        time_zone: r.try_get("time_zone")?,
+        disabled: r.try_get::<i64, _>("disabled")? != 0,
+        created_ms: r.try_get("created_ms")?,
+        updated_ms: r.try_get("updated_ms")?,
     })
 }
 
@@ -1353,6 +1369,149 @@ impl Store for SqliteStore {
         .await
         .map_err(self.err("meta_put"))?;
         Ok(())
+    }
+
+    async fn user_put(&self, row: &UserRow, create: bool, audit: &[Vec<u8>]) -> StoreResult<bool> {
+        const OP: &str = "user_put";
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let sql = if create {
+            "INSERT INTO users (name, display_name, password_hash, roles, desks, clearance, \
+             language, time_zone, disabled, created_ms, updated_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (name) DO NOTHING"
+        } else {
+            "UPDATE users SET display_name = ?2, password_hash = ?3, roles = ?4, desks = ?5, \
+             clearance = ?6, language = ?7, time_zone = ?8, disabled = ?9, updated_ms = ?11 \
+             WHERE name = ?1"
+        };
+        let changed = sqlx::query(sql)
+            .bind(&row.name)
+            .bind(&row.display_name)
+            .bind(&row.password_hash)
+            .bind(&row.roles)
+            .bind(&row.desks)
+            .bind(&row.clearance)
+            .bind(&row.language)
+            .bind(&row.time_zone)
+            .bind(i64::from(row.disabled))
+            .bind(row.created_ms)
+            .bind(row.updated_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(OP))?
+            .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        self.commit_audited(OP, tx, &mut frontier, audit).await?;
+        Ok(true)
+    }
+
+    async fn user_get(&self, name: &str) -> StoreResult<Option<UserRow>> {
+        const OP: &str = "user_get";
+        let row = sqlx::query("SELECT * FROM users WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(self.err(OP))?;
+        row.map(|r| user_from_row(&r))
+            .transpose()
+            .map_err(self.err(OP))
+    }
+
+    async fn user_list(&self) -> StoreResult<Vec<UserRow>> {
+        const OP: &str = "user_list";
+        let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(self.err(OP))?;
+        rows.iter()
+            .map(user_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(self.err(OP))
+    }
+
+    async fn session_put(&self, row: &SessionRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_name, csrf, created_ms, last_seen_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (id_hash) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
+        )
+        .bind(&row.id_hash)
+        .bind(&row.user_name)
+        .bind(&row.csrf)
+        .bind(row.created_ms)
+        .bind(row.last_seen_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(self.err("session_put"))?;
+        Ok(())
+    }
+
+    async fn session_get(&self, id_hash: &str) -> StoreResult<Option<SessionRow>> {
+        const OP: &str = "session_get";
+        let row = sqlx::query("SELECT * FROM sessions WHERE id_hash = ?1")
+            .bind(id_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(self.err(OP))?;
+        row.map(|r| -> Result<SessionRow, sqlx::Error> {
+            Ok(SessionRow {
+                id_hash: r.try_get("id_hash")?,
+                user_name: r.try_get("user_name")?,
+                csrf: r.try_get("csrf")?,
+                created_ms: r.try_get("created_ms")?,
+                last_seen_ms: r.try_get("last_seen_ms")?,
+            })
+        })
+        .transpose()
+        .map_err(self.err(OP))
+    }
+
+    async fn session_delete(&self, id_hash: Option<&str>, user_name: &str) -> StoreResult<u64> {
+        let q = match id_hash {
+            Some(h) => sqlx::query("DELETE FROM sessions WHERE id_hash = ?1 AND user_name = ?2")
+                .bind(h)
+                .bind(user_name),
+            None => sqlx::query("DELETE FROM sessions WHERE user_name = ?1").bind(user_name),
+        };
+        Ok(q.execute(&self.writer)
+            .await
+            .map_err(self.err("session_delete"))?
+            .rows_affected())
+    }
+
+    async fn token_put(&self, row: &TokenRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id_hash, user_name, label, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&row.id_hash)
+        .bind(&row.user_name)
+        .bind(&row.label)
+        .bind(row.created_ms)
+        .execute(&self.writer)
+        .await
+        .map_err(self.err("token_put"))?;
+        Ok(())
+    }
+
+    async fn token_get(&self, id_hash: &str) -> StoreResult<Option<TokenRow>> {
+        const OP: &str = "token_get";
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE id_hash = ?1")
+            .bind(id_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(self.err(OP))?;
+        row.map(|r| -> Result<TokenRow, sqlx::Error> {
+            Ok(TokenRow {
+                id_hash: r.try_get("id_hash")?,
+                user_name: r.try_get("user_name")?,
+                label: r.try_get("label")?,
+                created_ms: r.try_get("created_ms")?,
+            })
+        })
+        .transpose()
+        .map_err(self.err(OP))
     }
 }
 

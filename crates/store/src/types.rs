@@ -223,3 +223,40 @@ pub struct OutboxDepth {
     pub precedence: u8,
     pub count: u64,
 }
+
+/// A person's account. Roles and desks are comma-separated names; the node gives
+/// them meaning. `password_hash` is a PHC string, never the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub name: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub roles: String,
+    pub desks: String,
+    pub clearance: String,
+    pub language: String,
+    pub time_zone: String,
+    pub disabled: bool,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// A signed-in browser. Only the SHA-256 of the session secret is kept, so a copy of
+/// the database does not let anyone take a session over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id_hash: String,
+    pub user_name: String,
+    pub csrf: String,
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// A per-user API token (stored as the SHA-256 of its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id_hash: String,
+    pub user_name: String,
+    pub label: String,
+    pub created_ms: i64,
+}

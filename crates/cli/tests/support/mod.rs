@@ -204,12 +204,25 @@ impl Pair {
         }
     }
 
+    /// A local API call to node `i` with the operator's token.
+    pub fn api(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<(u16, String)> {
+        let token = std::fs::read_to_string(self.dirs[i].join("operator.token"))?;
+        local_api::request_as(&self.apis[i], Some(token.trim()), method, path, body)
+    }
+
     pub fn send(&self, n: usize) -> String {
         let body = format!(
             r#"{{"from":"USA.intel","to":"ROK.intel","label":"USA:SECRET","precedence":"PRIORITY","body":"report {n}"}}"#
         );
-        let (status, text) =
-            local_api::request(&self.apis[0], "POST", "/api/v1/messages", Some(&body)).unwrap();
+        let (status, text) = self
+            .api(0, "POST", "/api/v1/messages", Some(&body))
+            .unwrap();
         assert_eq!(status, 201, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         v["id"].as_str().unwrap().to_owned()
@@ -221,15 +234,10 @@ impl Pair {
             let delivered = sent
                 .iter()
                 .filter(|id| {
-                    local_api::request(
-                        &self.apis[0],
-                        "GET",
-                        &format!("/api/v1/messages/{id}"),
-                        None,
-                    )
-                    .ok()
-                    .and_then(|(_, t)| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    .is_some_and(|v| v["state"] == "delivered")
+                    self.api(0, "GET", &format!("/api/v1/messages/{id}"), None)
+                        .ok()
+                        .and_then(|(_, t)| serde_json::from_str::<serde_json::Value>(&t).ok())
+                        .is_some_and(|v| v["state"] == "delivered")
                 })
                 .count();
             if delivered == sent.len() {
@@ -253,12 +261,9 @@ impl Pair {
     }
 
     pub fn inbox_ids(&self) -> Vec<String> {
-        let Ok((200, text)) = local_api::request(
-            &self.apis[1],
-            "GET",
-            "/api/v1/messages?desk=ROK.intel&limit=1000",
-            None,
-        ) else {
+        let Ok((200, text)) =
+            self.api(1, "GET", "/api/v1/messages?desk=ROK.intel&limit=1000", None)
+        else {
             return Vec::new();
         };
         let v: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();

@@ -181,8 +181,10 @@ impl Cluster {
         path: &str,
         body: Option<&str>,
     ) -> (u16, String) {
-        http(
+        let token = std::fs::read_to_string(self.dirs[party].join("operator.token")).unwrap();
+        http_as(
             &self.configs[party].api.listen.to_string(),
+            Some(token.trim()),
             method,
             path,
             body,
@@ -343,11 +345,20 @@ impl NowTs for ManualClock {
 }
 
 /// HTTP/1.1 over a fresh connection; enough for the local API in tests.
-pub async fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub async fn http_as(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();

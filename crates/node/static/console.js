@@ -1,0 +1,76 @@
+// Liaison console: live updates over server-sent events, and the release decision
+// shown while composing. The pages work without it; this only saves reloads.
+(function () {
+  "use strict";
+  var body = document.body;
+  var csrf = body.getAttribute("data-csrf") || "";
+  var live = (body.getAttribute("data-live") || "").split(" ").filter(Boolean);
+
+  function refresh() {
+    fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("main");
+        var main = document.getElementById("main");
+        if (fresh && main) {
+          main.innerHTML = fresh.innerHTML;
+          var s = document.getElementById("live-status");
+          if (s) { s.textContent = new Date().toLocaleTimeString(); }
+        }
+      })
+      .catch(function () {});
+  }
+
+  if (live.length && window.EventSource) {
+    var timer = null;
+    var es = new EventSource("/events");
+    es.addEventListener("change", function (e) {
+      if (live.indexOf(e.data) < 0) { return; }
+      if (timer) { clearTimeout(timer); }
+      timer = setTimeout(refresh, 100);
+    });
+    // Say we are listening, so tests and people know live updates are on.
+    es.addEventListener("open", function () { body.setAttribute("data-listening", "1"); });
+  }
+
+  var form = document.getElementById("compose");
+  if (form) {
+    var words = document.getElementById("decision-words");
+    var panel = document.getElementById("decision");
+    var text = document.getElementById("decision-text");
+    var list = document.getElementById("decision-reasons");
+    var check = function () {
+      var req = {
+        from: form.elements.from.value,
+        to: form.elements.to.value,
+        label: form.elements.label.value,
+        precedence: form.elements.precedence.value,
+        body: ""
+      };
+      if (!req.from || !req.to || !req.label) { return; }
+      fetch("/api/v1/decisions", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify(req)
+      }).then(function (r) { return r.json(); }).then(function (d) {
+        list.textContent = "";
+        var reasons = d.reasons || (d.error ? [d.error] : []);
+        reasons.forEach(function (r) { var li = document.createElement("li"); li.textContent = r; list.appendChild(li); });
+        if (d.allowed) {
+          panel.className = "decision allowed";
+          text.textContent = words.getAttribute("data-allowed")
+            .replace("{label}", d.receiver_label || "").replace("{agreement}", d.agreement || "").replace("{channel}", d.channel || "");
+        } else {
+          panel.className = "decision refused";
+          text.textContent = words.getAttribute("data-refused");
+        }
+      }).catch(function () {});
+    };
+    ["from", "to", "label", "precedence"].forEach(function (n) {
+      form.elements[n].addEventListener("change", check);
+    });
+  }
+})();
