@@ -109,6 +109,11 @@ fn chrome<S: Store>(
         live,
         nav: NAV
             .iter()
+            .filter(|(href, _)| match *href {
+                "/consents" => p.has(Role::ReleaseOfficer),
+                "/audit" => p.has(Role::Administrator),
+                _ => true,
+            })
             .map(|(href, key)| (*href, *key, *href == active))
             .collect(),
         tr,

@@ -65,6 +65,8 @@ fn free_port() -> u16 {
 
 pub struct Cluster {
     pub clock: Arc<ManualClock>,
+    /// Wall clock for sessions and sign-in throttling.
+    pub wall: Arc<ManualClock>,
     _tmp: tempfile::TempDir,
     pub dirs: BTreeMap<String, PathBuf>,
     pub configs: BTreeMap<String, Config>,
@@ -120,6 +122,7 @@ impl Cluster {
             configs.insert(p.to_string(), config);
         }
         let mut c = Cluster {
+            wall: Arc::new(ManualClock::new("2026-01-01T00:00:00Z".parse().unwrap())),
             clock,
             _tmp: tmp,
             dirs,
@@ -138,10 +141,14 @@ impl Cluster {
         static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seed = u64::from(seed_of(party)[0])
             + 1000 * STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let running =
-            liaison_node::start(&dir, self.clock.clone(), Arc::new(SeededRandom::new(seed)))
-                .await
-                .unwrap();
+        let running = liaison_node::start_with(
+            &dir,
+            self.clock.clone(),
+            self.wall.clone(),
+            Arc::new(SeededRandom::new(seed)),
+        )
+        .await
+        .unwrap();
         self.nodes.insert(party.to_owned(), Some(running));
     }
 
@@ -392,4 +399,89 @@ pub async fn http_as(
         rest.to_owned()
     };
     (status, body)
+}
+
+/// A response as a browser would see it.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    /// The session cookie a sign-in set.
+    pub fn session_cookie(&self) -> Option<String> {
+        let v = self.header("set-cookie")?;
+        v.split(';').next().map(str::to_owned)
+    }
+
+    /// The CSRF secret a signed-in page carries.
+    pub fn csrf(&self) -> String {
+        let i = self.body.find("data-csrf=\"").unwrap() + "data-csrf=\"".len();
+        let rest = &self.body[i..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+}
+
+/// One HTTP/1.1 request with extra headers; reads the whole response.
+pub async fn browse(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+) -> Page {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (ctype, body) = body.unwrap_or(("application/json", ""));
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((size, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            r = tail[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        rest.to_owned()
+    };
+    Page {
+        status,
+        head: head.to_owned(),
+        body,
+    }
 }
