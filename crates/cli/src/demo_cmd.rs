@@ -26,6 +26,10 @@ pub struct Args {
     /// 0 only if all happened.
     #[arg(long)]
     check: bool,
+    /// Start the four nodes with their users but play no story: a quiet scenario for
+    /// exploring the consoles (and for the browser tests).
+    #[arg(long, conflicts_with = "check")]
+    no_story: bool,
     /// First port (each node takes two, 100 apart per node); 0 picks free ports.
     #[arg(long, default_value_t = 7100)]
     base_port: u16,
@@ -72,8 +76,9 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         started.elapsed().as_millis(),
         opts.dir.display()
     );
+    let story = !args.no_story;
     let played = tokio::select! {
-        r = demo.play() => Some(r),
+        r = demo.play(), if story => Some(r),
         _ = tokio::signal::ctrl_c() => None,
     };
     match played {

@@ -26,6 +26,18 @@ async fn add_user(
     clearance: &str,
     lang: &str,
 ) {
+    add_user_with(c, party, name, &["duty-officer"], desks, clearance, lang).await;
+}
+
+async fn add_user_with(
+    c: &Cluster,
+    party: &str,
+    name: &str,
+    roles: &[&str],
+    desks: &[&str],
+    clearance: &str,
+    lang: &str,
+) {
     let node = &c.running(party).node;
     let people = People::new(
         c.wall.clone(),
@@ -36,7 +48,7 @@ async fn add_user(
     let spec = UserSpec {
         name: name.into(),
         display_name: None,
-        roles: vec!["duty-officer".into()],
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         desks: desks.iter().map(|d| (*d).to_owned()).collect(),
         clearance: clearance.into(),
         language: lang.into(),
@@ -479,5 +491,83 @@ async fn compose_shows_the_release_decision_and_refuses_above_the_ceiling() {
         )
         .await;
     assert_eq!(out.1, "[]");
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreement_officers_record_signed_events_and_others_cannot() {
+    let c = Cluster::start(&["JPN", "USA"], BEFORE_MIDNIGHT).await;
+    add_user_with(
+        &c,
+        "JPN",
+        "officer",
+        &["agreement-officer"],
+        &[],
+        "極秘",
+        "ja",
+    )
+    .await;
+    add_user(&c, "JPN", "duty", &["JPN.intel"], "極秘", "ja").await;
+    let addr = api(&c, "JPN");
+    let form = |csrf: &str| {
+        format!("csrf={csrf}&kind=condition-recorded&condition=jpn-export-restrictions-lifted")
+    };
+    let path = "/agreements/rok-usa-jpn-information-sharing/events";
+    let (duty, duty_csrf) = session(&c, "JPN", "duty").await;
+    let p = browse(
+        &addr,
+        "POST",
+        path,
+        &[("Cookie", &duty)],
+        Some((FORM, &form(&duty_csrf))),
+    )
+    .await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(p.body.contains("agreement-officer"), "{}", p.body);
+    let (officer, csrf) = session(&c, "JPN", "officer").await;
+    let p = browse(
+        &addr,
+        "POST",
+        path,
+        &[("Cookie", &officer)],
+        Some((FORM, &form(&csrf))),
+    )
+    .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let text = browse(
+        &addr,
+        "GET",
+        "/agreements/rok-usa-jpn-information-sharing.toml",
+        &[("Cookie", &officer)],
+        None,
+    )
+    .await;
+    assert!(
+        text.body.contains("condition-recorded")
+            && text.body.contains("jpn-export-restrictions-lifted"),
+        "{}",
+        text.body
+    );
+    // The installed agreement verifies with the new, signed event, and the page shows it.
+    let page = browse(&addr, "GET", "/agreements", &[("Cookie", &officer)], None).await;
+    assert!(
+        page.body
+            .contains("condition `jpn-export-restrictions-lifted` recorded"),
+        "{}",
+        page.body
+    );
+    // A condition JPN may not record is refused with the reason, and nothing changes.
+    let p = browse(
+        &addr,
+        "POST",
+        path,
+        &[("Cookie", &officer)],
+        Some((
+            FORM,
+            &format!("csrf={csrf}&kind=condition-recorded&condition=no-such-condition"),
+        )),
+    )
+    .await;
+    assert_eq!(p.status, 422, "{}", p.body);
     c.stop().await;
 }

@@ -54,6 +54,8 @@ pub fn router<S: Store>(app: App<S>) -> Router {
         .route("/compose", get(compose_page::<S>).post(compose::<S>))
         .route("/hotlines", get(hotlines::<S>))
         .route("/agreements", get(agreements::<S>))
+        .route("/agreements/{id}/events", post(record_event::<S>))
+        .route("/agreements/{file}", get(agreement_file::<S>))
         .route("/consents", get(consents::<S>))
         .route("/audit", get(audit::<S>))
         .route("/events", get(events::<S>))
@@ -1137,6 +1139,111 @@ async fn agreements<S: Store>(State(app): State<App<S>>, ConsoleUser(p): Console
         agreements: views,
         can_record: p.has(Role::AgreementOfficer),
     })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    kind: String,
+    #[serde(default)]
+    condition: Option<String>,
+}
+
+/// An agreement officer records an event for this party: signed with the party's key,
+/// checked and installed here like any agreement update. The other parties receive the
+/// signed file from the officer (download link on the page) and install it in turn.
+async fn record_event<S: Store>(
+    State(app): State<App<S>>,
+    ConsoleUser(p): ConsoleUser,
+    Path(id): Path<String>,
+    Form(f): Form<EventForm>,
+) -> Response {
+    if !csrf_ok(&p, f.csrf.as_deref()) {
+        return bad_csrf(&app, &p);
+    }
+    if let Err(d) = p.require(Role::AgreementOfficer) {
+        return error_page(&app, &p, d.into());
+    }
+    let node = &app.node;
+    let fail = |status: StatusCode, m: String| error_page(&app, &p, ApiError::new(status, m));
+    let row = match node.store.agreement_get(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return fail(StatusCode::NOT_FOUND, format!("no agreement `{id}`")),
+        Err(e) => return fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    if !matches!(
+        f.kind.as_str(),
+        "condition-recorded" | "notice-of-withdrawal" | "notice-withdrawn"
+    ) {
+        return fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "kind: `{}` is not an event officers record here, expected condition-recorded, notice-of-withdrawal or notice-withdrawn",
+                f.kind
+            ),
+        );
+    }
+    let condition = f.condition.as_deref().filter(|c| !c.is_empty());
+    let file = format!("{id}.toml");
+    let updated = match liaison_core::signed_document::append_event(
+        &file,
+        &row.text,
+        &node.key,
+        &f.kind,
+        node.now(),
+        condition,
+    ) {
+        Ok(t) => t,
+        Err(e) => return fail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    };
+    if let Err(e) =
+        crate::install_agreement(&node.store, &file, &updated, node.now().as_millisecond()).await
+    {
+        return fail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+    }
+    let _ = node.refresh_agreements().await;
+    crate::events::publish(node, "agreements");
+    tracing::info!(agreement = %id, kind = %f.kind, by = %p.name, "agreement event recorded");
+    Redirect::to(&format!("/agreements#agreement-{}", url_encode(&id))).into_response()
+}
+
+/// The installed text of an agreement (with every signed event), to hand to the other
+/// parties.
+async fn agreement_file<S: Store>(
+    State(app): State<App<S>>,
+    ConsoleUser(p): ConsoleUser,
+    Path(file): Path<String>,
+) -> Response {
+    let Some(id) = file.strip_suffix(".toml") else {
+        return error_page(
+            &app,
+            &p,
+            ApiError::new(StatusCode::NOT_FOUND, format!("no `{file}`")),
+        );
+    };
+    match app.node.store.agreement_get(id).await {
+        Ok(Some(r)) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/toml; charset=utf-8".to_owned(),
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{}.toml\"", url_encode(id)),
+                ),
+            ],
+            r.text,
+        )
+            .into_response(),
+        Ok(None) => error_page(
+            &app,
+            &p,
+            ApiError::new(StatusCode::NOT_FOUND, format!("no agreement `{id}`")),
+        ),
+        Err(e) => error_page(&app, &p, e.into()),
+    }
 }
 
 fn event_name(k: &liaison_core::agreement::EventKind) -> String {
