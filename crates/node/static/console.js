@@ -6,11 +6,16 @@
   var csrf = body.getAttribute("data-csrf") || "";
   var live = (body.getAttribute("data-live") || "").split(" ").filter(Boolean);
 
+  // Refreshes may overlap; a slow, older answer must never replace a newer one.
+  var asked = 0;
+  var shown = 0;
   function refresh() {
+    var mine = ++asked;
     fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
-        if (!html) { return; }
+        if (!html || mine < shown) { return; }
+        shown = mine;
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("main");
         var main = document.getElementById("main");
@@ -31,8 +36,12 @@
       if (timer) { clearTimeout(timer); }
       timer = setTimeout(refresh, 100);
     });
-    // Say we are listening, so tests and people know live updates are on.
-    es.addEventListener("open", function () { body.setAttribute("data-listening", "1"); });
+    // Once listening, catch up on whatever changed between this page being rendered
+    // and the stream opening (a receipt can arrive in that gap), then say we listen.
+    es.addEventListener("open", function () {
+      refresh();
+      body.setAttribute("data-listening", "1");
+    });
   }
 
   var form = document.getElementById("compose");
