@@ -21,6 +21,7 @@
         var main = document.getElementById("main");
         if (fresh && main) {
           main.innerHTML = fresh.innerHTML;
+          loaded = Date.now();
           var s = document.getElementById("live-status");
           if (s) { s.textContent = new Date().toLocaleTimeString(); }
         }
@@ -42,6 +43,25 @@
       refresh();
       body.setAttribute("data-listening", "1");
     });
+  }
+
+  // Deadlines count down in the node's time, which may run faster than real time.
+  var loaded = Date.now();
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function tick() {
+    var els = document.querySelectorAll(".countdown[data-deadline-ms]");
+    for (var i = 0; i < els.length; i++) {
+      var el = els[i];
+      var now = Number(el.getAttribute("data-now-ms")) + (Date.now() - loaded) * Number(el.getAttribute("data-speed") || 1);
+      var left = Math.max(0, Math.floor((Number(el.getAttribute("data-deadline-ms")) - now) / 1000));
+      var d = Math.floor(left / 86400), h = Math.floor(left % 86400 / 3600), m = Math.floor(left % 3600 / 60), s = left % 60;
+      el.textContent = "(" + (d > 0 ? d + "d " + h + "h " + m + "m" : pad(h) + ":" + pad(m) + ":" + pad(s)) + ")";
+    }
+  }
+  if (document.querySelector(".countdown[data-deadline-ms]")) {
+    setInterval(function () {
+      if (document.querySelector(".countdown[data-deadline-ms]")) { tick(); }
+    }, 1000);
   }
 
   var form = document.getElementById("compose");

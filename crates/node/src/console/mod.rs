@@ -994,6 +994,7 @@ struct AgreementView {
     parties: Vec<(String, String, String, String)>,
     timeline: Vec<(String, String, bool)>,
     next_deadline: String,
+    deadline_ms: i64,
     countdown: String,
     channels: Vec<String>,
     conditions: Vec<(String, String)>,
@@ -1006,6 +1007,10 @@ struct AgreementsPage {
     c: Chrome,
     agreements: Vec<AgreementView>,
     can_record: bool,
+    /// The node's clock at render and its speed, so the page can count down in the
+    /// node's (possibly scenario) time.
+    now_ms: i64,
+    speed: f64,
 }
 
 fn span_words(ms: i64) -> String {
@@ -1074,6 +1079,7 @@ async fn agreements<S: Store>(State(app): State<App<S>>, ConsoleUser(p): Console
                 .map(|(t, w)| (show(&p, t), w, t <= now))
                 .collect(),
             next_deadline: next.map(|t| show(&p, t)).unwrap_or_default(),
+            deadline_ms: next.map(|t| t.as_millisecond()).unwrap_or_default(),
             countdown: next
                 .map(|t| {
                     c.tr.t1(
@@ -1138,6 +1144,8 @@ async fn agreements<S: Store>(State(app): State<App<S>>, ConsoleUser(p): Console
         c,
         agreements: views,
         can_record: p.has(Role::AgreementOfficer),
+        now_ms: now.as_millisecond(),
+        speed: app.node.clock.speed(),
     })
 }
 
