@@ -10,7 +10,7 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::Pair;
+use support::{Pair, text};
 
 fn user(args: &[&str], password: Option<&str>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_liaison"));
@@ -20,14 +20,6 @@ fn user(args: &[&str], password: Option<&str>) -> Output {
         None => c.env_remove("LIAISON_PASSWORD"),
     };
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

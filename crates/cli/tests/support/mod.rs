@@ -30,14 +30,19 @@ pub fn ok(args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-/// Runs and expects exit 1; returns stdout + stderr.
-pub fn fails(args: &[&str]) -> String {
-    let o = liaison(args);
-    let text = format!(
+/// What a command printed, stdout then stderr.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
-    );
+    )
+}
+
+/// Runs and expects exit 1; returns stdout + stderr.
+pub fn fails(args: &[&str]) -> String {
+    let o = liaison(args);
+    let text = text(&o);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {text}");
     text
 }

@@ -855,32 +855,19 @@ async fn compose<S: Store>(
                 SendError::BadRequest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 SendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
-            let outcome = decision_words(&tr, Err(e));
-            let reasons = match app.node.prepare(&SendRequest {
-                from: f.from.clone().unwrap_or_default(),
-                to: f.to.clone().unwrap_or_default(),
-                label: f.label.clone().unwrap_or_default(),
-                precedence: f.precedence.clone().unwrap_or_else(|| "ROUTINE".into()),
-                body: String::new(),
-                originator: None,
-                reply_to: None,
-            }) {
-                Ok(prep) if !prep.decision.allowed() => prep
-                    .decision
-                    .reasons
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
-                _ => outcome.2,
+            // A refusal at send time carries the decision's reasons; show them.
+            let (text, reasons) = match e {
+                SendError::Refused(d) => (
+                    tr.t("decision-refused"),
+                    d.reasons.iter().map(ToString::to_string).collect(),
+                ),
+                other => {
+                    let (_, text, reasons) = decision_words(&tr, Err(other));
+                    (text, reasons)
+                }
             };
-            let mut r = compose_view(
-                &app,
-                &p,
-                f,
-                Some((false, outcome.1, reasons)),
-                String::new(),
-            )
-            .await;
+            let mut r =
+                compose_view(&app, &p, f, Some((false, text, reasons)), String::new()).await;
             *r.status_mut() = status;
             r
         }

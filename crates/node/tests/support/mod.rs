@@ -359,46 +359,17 @@ pub async fn http_as(
     path: &str,
     body: Option<&str>,
 ) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    // A server may answer before reading a huge body (413); ignore a reset while writing.
-    let _ = s.write_all(body.as_bytes()).await;
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, tail)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 || tail.len() < n {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            r = &tail[n + 2..];
-        }
-        out
-    } else {
-        rest.to_owned()
-    };
-    (status, body)
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let page = browse(
+        addr,
+        method,
+        path,
+        &headers,
+        body.map(|b| ("application/json", b)),
+    )
+    .await;
+    (page.status, page.body)
 }
 
 /// A response as a browser would see it.
@@ -448,10 +419,12 @@ pub async fn browse(
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
+    // A server may answer before reading a huge body (413); ignore a reset while writing.
+    let _ = s.write_all(body.as_bytes()).await;
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw).await;
     let text = String::from_utf8_lossy(&raw).into_owned();
