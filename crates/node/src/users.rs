@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use liaison_core::audit::AuditEvent;
@@ -365,8 +365,9 @@ impl People {
         check_password(password)?;
         let mut salt = [0u8; 16];
         self.random.fill(&mut salt);
+        let salt = SaltString::encode_b64(&salt).map_err(|e| UserError::Hash(e.to_string()))?;
         Argon2::default()
-            .hash_password_with_salt(password.as_bytes(), &salt)
+            .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| UserError::Hash(e.to_string()))
     }
@@ -452,13 +453,9 @@ impl People {
             None => self.dummy_hash(),
         };
         let pw = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            Argon2::default()
-                .verify_password(pw.as_bytes(), hash.as_str())
-                .is_ok()
-        })
-        .await
-        .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
+            .await
+            .unwrap_or(false);
         let Some(row) = row.filter(|r| ok && !r.disabled) else {
             self.record_failure(&keys, now);
             return Err(LoginError::Wrong);
@@ -591,6 +588,15 @@ pub fn principal_of(row: &UserRow, via: Via) -> Principal {
         time_zone_name: row.time_zone.clone(),
         via,
     }
+}
+
+/// Whether `password` matches a stored PHC string (its own parameters apply).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 fn check_password(password: &str) -> Result<(), UserError> {
@@ -830,16 +836,9 @@ mod tests {
         let p = people(Arc::new(ManualClock::new(jiff::Timestamp::UNIX_EPOCH)));
         let h = p.hash_password("correct horse battery").unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(
-            Argon2::default()
-                .verify_password(b"correct horse battery", h.as_str())
-                .is_ok()
-        );
-        assert!(
-            Argon2::default()
-                .verify_password(b"wrong horse battery", h.as_str())
-                .is_err()
-        );
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("wrong horse battery", &h));
+        assert!(!verify_password("correct horse battery", "not a hash"));
         assert!(p.hash_password("short").is_err());
     }
 
