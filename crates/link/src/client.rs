@@ -8,10 +8,10 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::prefixed::Prefixed;
+use crate::transport::{Dialer, TcpDialer};
 use crate::verify::PinnedServerVerifier;
 use crate::{Identity, LinkError, LinkStats, Pins, bump};
 
@@ -38,6 +38,7 @@ pub struct Client {
 
 struct Inner {
     identity: Identity,
+    dialer: Arc<dyn Dialer>,
     pins: Pins,
     stats: Arc<LinkStats>,
     pool: Mutex<HashMap<Key, Slot>>,
@@ -55,9 +56,20 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client speaking as `identity`, trusting servers pinned in `pins`.
     pub fn new(identity: Identity, pins: Pins, stats: Arc<LinkStats>) -> Client {
+        Client::with_dialer(identity, pins, stats, Arc::new(TcpDialer))
+    }
+
+    /// [`Client::new`] over another network (a simulated one in tests).
+    pub fn with_dialer(
+        identity: Identity,
+        pins: Pins,
+        stats: Arc<LinkStats>,
+        dialer: Arc<dyn Dialer>,
+    ) -> Client {
         Client {
             inner: Arc::new(Inner {
                 identity,
+                dialer,
                 pins,
                 stats,
                 pool: Mutex::new(HashMap::new()),
@@ -201,13 +213,15 @@ impl Client {
     }
 
     async fn dial(&self, party: &str, addr: &str) -> Result<SendRequest<Full<Bytes>>, LinkError> {
-        let tcp = TcpStream::connect(addr)
+        let tcp = self
+            .inner
+            .dialer
+            .dial(addr)
             .await
             .map_err(|source| LinkError::Connect {
                 addr: addr.to_owned(),
                 source,
             })?;
-        let _ = tcp.set_nodelay(true);
 
         let verifier = Arc::new(PinnedServerVerifier {
             expected_party: party.to_owned(),

@@ -26,6 +26,7 @@ mod identity;
 mod pins;
 mod prefixed;
 mod server;
+mod transport;
 mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,7 @@ pub use error::LinkError;
 pub use identity::Identity;
 pub use pins::Pins;
 pub use server::{CONNECTIONS_MAX, HANDSHAKE_TIMEOUT, SHUTDOWN_GRACE, serve};
+pub use transport::{BoxStream, DialFuture, Dialer, Listener, Stream, TcpDialer};
 
 /// The verified calling party, inserted into every request's extensions by
 /// [`serve`]. Handlers read it with `axum::Extension<PeerParty>` or

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use crate::transport::{Listener, Stream};
 use crate::verify::{PinnedClientVerifier, ed25519_key_of};
 use crate::{Identity, LinkError, LinkStats, PeerParty, Pins, bump};
 
@@ -41,8 +41,8 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// On shutdown: stop accepting (the listener is dropped, so the port
 /// closes), send HTTP/2 GOAWAY on every connection, let in-flight requests
 /// finish for at most [`SHUTDOWN_GRACE`], then cut what is left and return.
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L: Listener>(
+    mut listener: L,
     identity: Identity,
     pins: Pins,
     router: axum::Router,
@@ -129,8 +129,7 @@ struct ConnCtx {
 }
 
 impl ConnCtx {
-    async fn run(mut self, tcp: TcpStream, addr: SocketAddr) {
-        let _ = tcp.set_nodelay(true);
+    async fn run(mut self, tcp: impl Stream, addr: SocketAddr) {
         let tls = tokio::select! {
             r = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)) => r,
             () = stopped(&mut self.stop) => return,

@@ -27,7 +27,7 @@ use liaison_core::canonical::{agreement_digest, verify_signatures};
 use liaison_core::ids::PartyId;
 use liaison_core::parse::parse_agreement;
 use liaison_core::signing::PartyKey;
-use liaison_link::{Client, Identity, LinkStats, Pins};
+use liaison_link::{Client, Dialer, Identity, LinkStats, Listener, Pins};
 use liaison_store::{AgreementPut, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -103,10 +103,6 @@ pub async fn start_with(
         )));
     }
     let store = SqliteStore::open(&NodeDir(dir.to_path_buf()).store()).await?;
-    let identity = Identity::from_ed25519_seed(&config.party, key.seed())?;
-    let stats = Arc::new(LinkStats::new());
-    let pins = Pins::new();
-    let client = Client::new(identity.clone(), pins.clone(), stats.clone());
     let api_listener = TcpListener::bind(config.api.listen).await.map_err(|e| {
         NodeError::Other(format!("cannot listen on {} (api): {e}", config.api.listen))
     })?;
@@ -124,6 +120,121 @@ pub async fn start_with(
     let federation_addr = fed_listener
         .local_addr()
         .map_err(|e| NodeError::Other(e.to_string()))?;
+    let Machines {
+        node,
+        shutdown: shutdown_tx,
+        mut tasks,
+    } = launch(Parts {
+        config,
+        key,
+        store,
+        clock,
+        random,
+        dialer: Arc::new(liaison_link::TcpDialer),
+        federation: fed_listener,
+    })
+    .await?;
+    let shutdown_rx = shutdown_tx.subscribe();
+    let operator = users::operator_token(dir).map_err(|e| {
+        NodeError::Other(format!(
+            "cannot read or create `{}`: {e}",
+            dir.join(users::OPERATOR_TOKEN_FILE).display()
+        ))
+    })?;
+    let people = Arc::new(users::People::new(
+        wall,
+        node.random.clone(),
+        users::SessionPolicy::default(),
+        Some(&operator),
+    ));
+    let app = web::App {
+        node: node.clone(),
+        people,
+    };
+    let api = api::router(app.clone())
+        .merge(console::router(app))
+        .layer(axum::middleware::from_fn(web::security_headers))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(api_listener, api)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!("local API stopped: {e}");
+        }
+    }));
+    Ok(Running {
+        api_addr,
+        federation_addr,
+        node,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+/// The agreements installed in `store`, as a node would load them.
+pub async fn stored_agreements<S: liaison_store::Store>(
+    store: &S,
+) -> Result<liaison_core::release::AgreementSet, NodeError> {
+    let rows = store.agreement_list().await?;
+    Ok(liaison_core::release::AgreementSet::new(
+        rows.iter()
+            .filter_map(|r| parse_agreement(&format!("store:{}", r.id), &r.text).ok()),
+    ))
+}
+
+/// Everything a node's machines run on, injected: a running node gets SQLite, TCP and
+/// the system clock; a simulation gets an in-memory store, a simulated network and
+/// simulated time.
+#[allow(missing_debug_implementations)]
+pub struct Parts<S: Store, L: Listener> {
+    pub config: Config,
+    pub key: PartyKey,
+    pub store: S,
+    pub clock: SharedClock,
+    pub random: Arc<dyn Random>,
+    pub dialer: Arc<dyn Dialer>,
+    pub federation: L,
+}
+
+/// A node's machines, running: delivery lanes, acknowledgements, hotlines,
+/// escalations, maintenance and the federation listener (not the local API).
+#[allow(missing_debug_implementations)]
+pub struct Machines<S: Store> {
+    pub node: Arc<Node<S>>,
+    pub shutdown: watch::Sender<bool>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl<S: Store> Machines<S> {
+    /// Stops everything and waits for it; the store stays open.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
+        }
+    }
+}
+
+/// Starts a node's machines on injected parts.
+pub async fn launch<S: Store, L: Listener>(parts: Parts<S, L>) -> Result<Machines<S>, NodeError> {
+    let Parts {
+        config,
+        key,
+        store,
+        clock,
+        random,
+        dialer,
+        federation: fed_listener,
+    } = parts;
+    let identity = Identity::from_ed25519_seed(&config.party, key.seed())?;
+    let stats = Arc::new(LinkStats::new());
+    let pins = Pins::new();
+    let client = Client::with_dialer(identity.clone(), pins.clone(), stats.clone(), dialer);
     let peers: Vec<String> = {
         let mut p: Vec<String> = config.peers.iter().map(|p| p.party.clone()).collect();
         p.sort();
@@ -167,38 +278,6 @@ pub async fn start_with(
             shutdown_rx.clone(),
         )));
     }
-    let operator = users::operator_token(dir).map_err(|e| {
-        NodeError::Other(format!(
-            "cannot read or create `{}`: {e}",
-            dir.join(users::OPERATOR_TOKEN_FILE).display()
-        ))
-    })?;
-    let people = Arc::new(users::People::new(
-        wall,
-        node.random.clone(),
-        users::SessionPolicy::default(),
-        Some(&operator),
-    ));
-    let app = web::App {
-        node: node.clone(),
-        people,
-    };
-    let api = api::router(app.clone())
-        .merge(console::router(app))
-        .layer(axum::middleware::from_fn(web::security_headers))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let mut rx = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let stop = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(api_listener, api)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::error!("local API stopped: {e}");
-        }
-    }));
     let fed = federation::router(node.clone()).merge(audit::router(node.clone()));
     let mut rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -209,24 +288,11 @@ pub async fn start_with(
             tracing::error!("federation listener stopped: {e}");
         }
     }));
-    Ok(Running {
-        api_addr,
-        federation_addr,
+    Ok(Machines {
         node,
         shutdown: shutdown_tx,
         tasks,
     })
-}
-
-/// The agreements installed in `store`, as a node would load them.
-pub async fn stored_agreements<S: liaison_store::Store>(
-    store: &S,
-) -> Result<liaison_core::release::AgreementSet, NodeError> {
-    let rows = store.agreement_list().await?;
-    Ok(liaison_core::release::AgreementSet::new(
-        rows.iter()
-            .filter_map(|r| parse_agreement(&format!("store:{}", r.id), &r.text).ok()),
-    ))
 }
 
 /// What `init` made.
