@@ -204,7 +204,8 @@ fn node_dir(root: &Path, party: &str) -> PathBuf {
     root.join("nodes").join(party)
 }
 
-fn scenario_files() -> Vec<(&'static str, &'static str)> {
+/// The scenario's agreement files, as shipped in `examples/scenario`.
+pub fn scenario_files() -> Vec<(&'static str, &'static str)> {
     vec![
         (
             "rok-prc-hotlines.toml",
