@@ -795,3 +795,132 @@ async fn concurrent_writers_and_readers_do_not_trip_over_each_other() {
     assert_eq!(s.inbox_count().await.unwrap(), 200);
     s.close().await;
 }
+
+// ----- the in-memory store's simulation hooks ----------------------------
+
+#[tokio::test]
+async fn memory_store_keeps_what_was_durable_across_a_crash() {
+    use liaison_store::MemoryStore;
+    let s = MemoryStore::new();
+    write_everything(&s).await;
+    // The crash image: everything reported done is in it.
+    let restarted = s.fork().unwrap();
+    check_everything(&restarted).await;
+    assert!(restarted.same_durable_state(&s).unwrap());
+    // The two go their own ways afterwards; ids keep their uniqueness.
+    assert!(s.outbox_insert(&out("o3", "cert", 0, 3)).await.unwrap());
+    assert!(restarted.outbox_get("o3").await.unwrap().is_none());
+    assert!(!restarted.outbox_insert(&out("o2", "cert", 0, 3)).await.unwrap());
+    assert!(!restarted.same_durable_state(&s).unwrap());
+    // A closed store refuses work, as SQLite's closed pools do; its data survives.
+    s.close().await;
+    assert!(s.outbox_get("o1").await.is_err());
+    check_everything(&s.fork().unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_injected_write_fault_changes_nothing_and_reads_go_on() {
+    use liaison_store::{MemoryStore, WriteFault};
+    let s = MemoryStore::new();
+    write_everything(&s).await;
+    s.audit_append(&[b"before".to_vec()]).await.unwrap();
+    let before = s.fork().unwrap();
+    let head = s.audit_head().await.unwrap();
+
+    s.set_fail_writes(Some(WriteFault::DiskFull)).unwrap();
+    let entry = vec![b"during".to_vec()];
+    let results = [
+        s.outbox_insert(&out("new", "cert", 1, 1)).await.err(),
+        s.outbox_insert_batch(&[out("new", "cert", 1, 1)], &entry)
+            .await
+            .err(),
+        s.outbox_delivered(&[("o2".to_owned(), "r".to_owned())], 9, &entry)
+            .await
+            .err(),
+        s.outbox_bounce("o2", "no", 9, &entry).await.err(),
+        s.outbox_lease(&["o2".to_owned()], 99).await.err(),
+        s.outbox_retry("o2", 1, 99, "x").await.err(),
+        s.inbox_insert_batch(&[inb("new", "cert", 1, 1)], &entry)
+            .await
+            .err(),
+        s.inbox_ack("i1", "bob", 9, "x", &entry).await.err(),
+        s.agreement_put("ag", 2, "newer", "d2", 9, &entry).await.err(),
+        s.escalation_insert("i1", 9, "again", &entry).await.err(),
+        s.audit_append(&entry).await.err(),
+        s.meta_put("node", "other").await.err(),
+        s.peer_put("cert", "changed").await.err(),
+        s.ack_outbox_done(&["i1".to_owned()]).await.err(),
+    ];
+    for err in &results {
+        let err = err.as_ref().expect("every write fails");
+        assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
+        assert!(err.is_storage_unavailable());
+    }
+    // Reads still answer, from the state as it was.
+    check_everything(&s).await;
+    assert_eq!(s.audit_head().await.unwrap(), head);
+    assert!(s.same_durable_state(&before).unwrap());
+    let counts = s.counts().unwrap();
+    assert_eq!(counts.faulted, results.len() as u64);
+
+    // The volume is freed: writes work again, with their audit entries.
+    s.set_fail_writes(None).unwrap();
+    assert!(s.outbox_insert(&out("new", "cert", 1, 1)).await.unwrap());
+    assert_eq!(s.audit_append(&entry).await.unwrap(), head.0 + 1);
+}
+
+#[tokio::test]
+async fn a_write_fault_can_start_after_a_number_of_writes() {
+    use liaison_store::{MemoryStore, WriteFault};
+    let s = MemoryStore::new();
+    s.fail_writes_after(2, WriteFault::ReadOnly).unwrap();
+    assert!(s.outbox_insert(&out("a", "cert", 1, 1)).await.unwrap());
+    s.meta_put("k", "v").await.unwrap();
+    let err = s.outbox_insert(&out("b", "cert", 1, 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+    assert!(s.outbox_get("b").await.unwrap().is_none());
+    let counts = s.counts().unwrap();
+    assert_eq!((counts.commits, counts.faulted, counts.reads), (2, 1, 1));
+    assert_eq!(counts.calls.get("outbox_insert"), Some(&2));
+    // A rejected write counts as such, not as a commit.
+    s.set_fail_writes(None).unwrap();
+    assert!(s.outbox_insert(&out("", "cert", 1, 1)).await.is_err());
+    assert_eq!(s.counts().unwrap().rejected, 1);
+}
+
+#[tokio::test]
+async fn memory_store_lane_methods() {
+    use liaison_store::MemoryStore;
+    let s = MemoryStore::new();
+    for (i, p) in [3u8, 0, 3, 1].into_iter().enumerate() {
+        let i = i as i64;
+        s.outbox_insert(&out(&format!("e{i}"), "cert", p, i))
+            .await
+            .unwrap();
+    }
+    let due = s.outbox_due_range("cert", 10, 10, 1, 3).await.unwrap();
+    assert_eq!(ids_out(&due), ["e0", "e2", "e3"]);
+    let skip: Vec<i64> = due.iter().take(1).map(|r| r.seq).collect();
+    let rest = s
+        .outbox_due_range_excluding("cert", 10, 10, 1, 3, &skip)
+        .await
+        .unwrap();
+    assert_eq!(ids_out(&rest), ["e2", "e3"]);
+
+    s.outbox_delivered(&[("e3".to_owned(), "r".to_owned())], 5, &[])
+        .await
+        .unwrap();
+    let retries = [
+        ("e0".to_owned(), 1, 50),
+        ("e3".to_owned(), 1, 50), // delivered: unchanged
+        ("nope".to_owned(), 1, 50),
+        ("e1".to_owned(), 2, 60),
+    ];
+    assert_eq!(s.outbox_retry_batch(&retries, "timeout").await.unwrap(), 2);
+    let e0 = s.outbox_get("e0").await.unwrap().unwrap();
+    assert_eq!(
+        (e0.attempts, e0.next_attempt_ms, e0.last_error.as_deref()),
+        (1, 50, Some("timeout"))
+    );
+    assert_eq!(ids_out(&s.outbox_due("cert", 10, 10).await.unwrap()), ["e2"]);
+}
