@@ -13,8 +13,8 @@
 //! fresh store, as a restarted node would.
 //!
 //! Observable behaviour follows [`crate::SqliteStore`]: sequence numbers
-//! (`AUTOINCREMENT`: never reused, not consumed by a duplicate or a rolled-back
-//! write), the ordering of every listing, idempotency, first-wins rules, which
+//! (`AUTOINCREMENT`: never reused, used up by a duplicate that the conflict clause
+//! drops, given back by a rolled-back write), the ordering of every listing, idempotency, first-wins rules, which
 //! calls append their audit entries when nothing changed, and the schema rules
 //! the SQLite `CHECK`, `UNIQUE` and foreign-key constraints enforce (reported
 //! as [`StoreError::InvalidInput`] with the same rule text).
@@ -254,8 +254,7 @@ impl State {
                 root_after: frontier.root(),
             });
         }
-        let frontier_json =
-            serde_json::to_string(&frontier).map_err(|e| corrupt(e.to_string()))?;
+        let frontier_json = serde_json::to_string(&frontier).map_err(|e| corrupt(e.to_string()))?;
         Ok(Some(AuditPlan {
             rows,
             frontier,
@@ -303,10 +302,12 @@ impl State {
         let fresh = rows
             .iter()
             .map(|r| {
+                // SQLite allocates the AUTOINCREMENT number before the conflict
+                // clause drops a duplicate, so a duplicate uses one up.
+                self.outbox_seq += 1;
                 if self.outbox_ids.contains_key(&r.envelope_id) {
                     return false;
                 }
-                self.outbox_seq += 1;
                 let mut row = r.clone();
                 row.seq = self.outbox_seq;
                 self.outbox_ids.insert(row.envelope_id.clone(), row.seq);
@@ -533,7 +534,9 @@ impl Store for MemoryStore {
     }
 
     async fn outbox_due(&self, peer: &str, now_ms: i64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
-        self.read("outbox_due", |s| s.due(peer, now_ms, limit, 0..=u8::MAX, &[]))
+        self.read("outbox_due", |s| {
+            s.due(peer, now_ms, limit, 0..=u8::MAX, &[])
+        })
     }
 
     async fn outbox_due_range(
@@ -617,8 +620,7 @@ impl Store for MemoryStore {
         audit: &[Vec<u8>],
     ) -> StoreResult<bool> {
         self.write("outbox_bounce", |s| {
-            if s
-                .outbox_by_id(envelope_id)
+            if s.outbox_by_id(envelope_id)
                 .is_none_or(|r| r.state != OutboxState::Queued)
             {
                 // The audit records a bounce only if one happened.
@@ -644,8 +646,7 @@ impl Store for MemoryStore {
         audit: &[Vec<u8>],
     ) -> StoreResult<bool> {
         self.write("outbox_set_acked", |s| {
-            if s
-                .outbox_by_id(envelope_id)
+            if s.outbox_by_id(envelope_id)
                 .is_none_or(|r| r.acked_ms.is_some())
             {
                 return Ok(false);
@@ -737,10 +738,11 @@ impl Store for MemoryStore {
             let fresh = rows
                 .iter()
                 .map(|r| {
+                    // As in the outbox, a duplicate uses a sequence number up.
+                    s.inbox_seq += 1;
                     if s.inbox_ids.contains_key(&r.envelope_id) {
                         return false;
                     }
-                    s.inbox_seq += 1;
                     let mut row = r.clone();
                     row.seq = s.inbox_seq;
                     s.inbox_ids.insert(row.envelope_id.clone(), row.seq);
@@ -811,8 +813,8 @@ impl Store for MemoryStore {
                 r.acked_by = Some(by_user.to_owned());
                 r.ack_receipt_json = Some(ack_receipt_json.to_owned());
             }
+            s.ack_seq += 1;
             if !s.ack_ids.contains_key(envelope_id) {
-                s.ack_seq += 1;
                 s.ack_ids.insert(envelope_id.to_owned(), s.ack_seq);
                 s.ack_outbox.insert(
                     s.ack_seq,
@@ -873,6 +875,7 @@ impl Store for MemoryStore {
                 return Err(check_failed(OP, "ack_outbox_peer_nonempty"));
             }
             if s.ack_ids.contains_key(envelope_id) {
+                s.ack_seq += 1;
                 return Ok(false);
             }
             if !s.inbox_ids.contains_key(envelope_id) {
@@ -987,7 +990,9 @@ impl Store for MemoryStore {
     }
 
     async fn agreement_list(&self) -> StoreResult<Vec<AgreementRow>> {
-        self.read("agreement_list", |s| s.agreements.values().cloned().collect())
+        self.read("agreement_list", |s| {
+            s.agreements.values().cloned().collect()
+        })
     }
 
     async fn peer_put(&self, party: &str, json: &str) -> StoreResult<()> {
