@@ -934,3 +934,37 @@ async fn memory_store_lane_methods() {
         ["e2"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_serialises_concurrent_callers() {
+    let s = liaison_store::MemoryStore::new();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let id = format!("t{t}-{i}");
+                assert!(
+                    s.outbox_insert(&out(&id, "cert", (i % 4) as u8, i))
+                        .await
+                        .unwrap()
+                );
+                s.outbox_due("cert", 1_000, 10).await.unwrap();
+                s.inbox_insert_batch(&[inb(&id, "cert", 0, i)], &[b"in".to_vec()])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = s.outbox_list(None, 1_000, None).await.unwrap();
+    assert_eq!(all.len(), 200);
+    // Sequence numbers are dense and unique: every insert was one whole commit.
+    let mut seqs: Vec<i64> = all.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<i64>>());
+    assert_eq!(s.inbox_count().await.unwrap(), 200);
+    assert_eq!(s.audit_head().await.unwrap().0, 200);
+}
