@@ -187,7 +187,7 @@ pub(crate) fn classify(path: &str, op: &'static str, err: sqlx::Error) -> StoreE
 }
 
 /// Maps a SQLite constraint message to the rule it enforces.
-fn describe_constraint(message: &str) -> Cow<'static, str> {
+pub(crate) fn describe_constraint(message: &str) -> Cow<'static, str> {
     const RULES: &[(&str, &str)] = &[
         ("envelope_id_nonempty", "envelope id must not be empty"),
         ("peer_nonempty", "peer party id must not be empty"),

@@ -7,6 +7,8 @@
 //!
 //! [`Store`] is the interface the node programs against; [`SqliteStore`] is
 //! the SQLite implementation (a PostgreSQL one can implement the same trait).
+//! [`MemoryStore`] keeps the same observable behaviour in memory, with injectable
+//! write faults, for deterministic simulation of a node and its failures.
 //!
 //! # Durability
 //!
@@ -24,12 +26,14 @@
 //! is written; in a batch, nothing of the batch is written.
 
 mod error;
+mod memory;
 mod sqlite;
 mod types;
 
 use std::future::Future;
 
 pub use error::StoreError;
+pub use memory::{MemoryStore, OpCounts, WriteFault};
 pub use sqlite::{AuditRow, SqliteStore};
 pub use types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,

@@ -1,5 +1,5 @@
 //! Model-based property test: random sequences of outbox operations, checked
-//! after every step against a plain in-memory model of the outbox.
+//! after every step against a plain model of the outbox, for both stores.
 
 #![allow(
     clippy::unwrap_used,
@@ -11,7 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use liaison_store::{OutboxRow, SqliteStore, Store};
+use liaison_store::{MemoryStore, OutboxRow, SqliteStore, Store};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -104,8 +104,7 @@ fn peer_name(peer: u8) -> String {
     format!("peer-{peer}")
 }
 
-async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+async fn run<S: Store>(store: S, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     for op in ops {
         match op {
@@ -285,6 +284,12 @@ proptest! {
     #[test]
     fn outbox_due_matches_model(ops in prop::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run(ops))?;
+        rt.block_on(async { run(SqliteStore::open_in_memory().await.unwrap(), ops).await })?;
+    }
+
+    #[test]
+    fn memory_outbox_due_matches_model(ops in prop::collection::vec(op(), 1..60)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(MemoryStore::new(), ops))?;
     }
 }

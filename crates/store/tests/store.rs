@@ -1,4 +1,5 @@
-//! Behaviour of the SQLite store through the `Store` trait.
+//! Behaviour of the stores through the `Store` trait: the SQLite store, and the
+//! in-memory store against the same expectations.
 
 #![allow(
     clippy::unwrap_used,
@@ -52,15 +53,54 @@ fn ids_in(rows: &[InboxRow]) -> Vec<&str> {
     rows.iter().map(|r| r.envelope_id.as_str()).collect()
 }
 
-async fn mem() -> SqliteStore {
+async fn sqlite() -> SqliteStore {
     SqliteStore::open_in_memory().await.unwrap()
 }
 
+/// Runs each behaviour test, a generic `async fn(S)`, against both implementations:
+/// the in-memory store is only useful to a simulation if it behaves as SQLite does.
+macro_rules! against_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::sqlite().await).await;
+                }
+            )*
+        }
+        mod memory_store {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(liaison_store::MemoryStore::new()).await;
+                }
+            )*
+        }
+    };
+}
+
+against_both!(
+    outbox_insert_is_idempotent_by_envelope_id,
+    outbox_batch_reports_duplicates_within_and_across_batches,
+    large_batches_span_statements_and_keep_first_occurrence,
+    inbox_batch_is_idempotent_including_inside_a_batch,
+    due_orders_flash_first_regardless_of_age_then_oldest_then_seq,
+    retry_scheduling_excludes_rows_not_yet_due,
+    bounced_and_delivered_rows_leave_the_due_set,
+    outbox_list_pages_newest_first_and_filters_by_desk,
+    outbox_ack_first_wins,
+    inbox_ack_first_wins_and_queues_the_ack_back_to_the_sender,
+    inbox_list_orders_by_precedence_then_newest_and_pages,
+    inbox_unacked_and_escalation_marks,
+    agreement_version_rules,
+    peers_and_meta_replace_values,
+    bad_input_is_rejected_with_a_clear_error_and_writes_nothing,
+);
+
 // ----- idempotency ------------------------------------------------------
 
-#[tokio::test]
-async fn outbox_insert_is_idempotent_by_envelope_id() {
-    let s = mem().await;
+async fn outbox_insert_is_idempotent_by_envelope_id<S: Store>(s: S) {
     assert!(s.outbox_insert(&out("e1", "cert", 1, 10)).await.unwrap());
     let first = s.outbox_get("e1").await.unwrap().unwrap();
 
@@ -71,9 +111,7 @@ async fn outbox_insert_is_idempotent_by_envelope_id() {
     assert_eq!(s.outbox_list(None, 100, None).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn outbox_batch_reports_duplicates_within_and_across_batches() {
-    let s = mem().await;
+async fn outbox_batch_reports_duplicates_within_and_across_batches<S: Store>(s: S) {
     let mut dup = out("a", "cert", 3, 3);
     dup.envelope_json = "second copy".to_owned();
     let fresh = s
@@ -93,9 +131,7 @@ async fn outbox_batch_reports_duplicates_within_and_across_batches() {
     );
 }
 
-#[tokio::test]
-async fn large_batches_span_statements_and_keep_first_occurrence() {
-    let s = mem().await;
+async fn large_batches_span_statements_and_keep_first_occurrence<S: Store>(s: S) {
     // 1,200 rows: more than one multi-row statement; "e0" repeats at 700.
     let mut rows: Vec<OutboxRow> = (0..1_200)
         .map(|i| out(&format!("e{i}"), "cert", 0, i))
@@ -130,9 +166,7 @@ async fn large_batches_span_statements_and_keep_first_occurrence() {
     );
 }
 
-#[tokio::test]
-async fn inbox_batch_is_idempotent_including_inside_a_batch() {
-    let s = mem().await;
+async fn inbox_batch_is_idempotent_including_inside_a_batch<S: Store>(s: S) {
     let mut dup = inb("x", "cert", 3, 50);
     dup.body = "tampered".to_owned();
     let fresh = s
@@ -157,9 +191,7 @@ async fn inbox_batch_is_idempotent_including_inside_a_batch() {
 
 // ----- outbox scheduling -----------------------------------------------
 
-#[tokio::test]
-async fn due_orders_flash_first_regardless_of_age_then_oldest_then_seq() {
-    let s = mem().await;
+async fn due_orders_flash_first_regardless_of_age_then_oldest_then_seq<S: Store>(s: S) {
     s.outbox_insert_batch(
         &[
             out("routine-old", "cert", 0, 1),
@@ -200,9 +232,7 @@ async fn due_orders_flash_first_regardless_of_age_then_oldest_then_seq() {
     assert_eq!(ids_out(&due), ["priority", "tie-1", "tie-2", "routine-old"]);
 }
 
-#[tokio::test]
-async fn retry_scheduling_excludes_rows_not_yet_due() {
-    let s = mem().await;
+async fn retry_scheduling_excludes_rows_not_yet_due<S: Store>(s: S) {
     s.outbox_insert_batch(&[out("a", "cert", 3, 1), out("b", "cert", 0, 2)], &[])
         .await
         .unwrap();
@@ -238,9 +268,7 @@ async fn retry_scheduling_excludes_rows_not_yet_due() {
     assert_eq!(s.outbox_next_due_ms("nobody").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn bounced_and_delivered_rows_leave_the_due_set() {
-    let s = mem().await;
+async fn bounced_and_delivered_rows_leave_the_due_set<S: Store>(s: S) {
     s.outbox_insert_batch(
         &[
             out("a", "cert", 1, 1),
@@ -312,9 +340,7 @@ async fn bounced_and_delivered_rows_leave_the_due_set() {
     assert_eq!(depth, [("cert", 1, 1), ("mod", 1, 1)]);
 }
 
-#[tokio::test]
-async fn outbox_list_pages_newest_first_and_filters_by_desk() {
-    let s = mem().await;
+async fn outbox_list_pages_newest_first_and_filters_by_desk<S: Store>(s: S) {
     let mut rows: Vec<OutboxRow> = (0..5)
         .map(|i| out(&format!("e{i}"), "cert", 0, i))
         .collect();
@@ -332,9 +358,7 @@ async fn outbox_list_pages_newest_first_and_filters_by_desk() {
     assert_eq!(ids_out(&page), ["e2"]);
 }
 
-#[tokio::test]
-async fn outbox_ack_first_wins() {
-    let s = mem().await;
+async fn outbox_ack_first_wins<S: Store>(s: S) {
     s.outbox_insert(&out("a", "cert", 3, 1)).await.unwrap();
     assert!(s.outbox_set_acked("a", "ack-1", 5, &[]).await.unwrap());
     assert!(!s.outbox_set_acked("a", "ack-2", 6, &[]).await.unwrap());
@@ -346,9 +370,7 @@ async fn outbox_ack_first_wins() {
 
 // ----- inbox ------------------------------------------------------------
 
-#[tokio::test]
-async fn inbox_ack_first_wins_and_queues_the_ack_back_to_the_sender() {
-    let s = mem().await;
+async fn inbox_ack_first_wins_and_queues_the_ack_back_to_the_sender<S: Store>(s: S) {
     s.inbox_insert_batch(&[inb("m1", "cert", 3, 10), inb("m2", "cert", 3, 11)], &[])
         .await
         .unwrap();
@@ -396,9 +418,7 @@ async fn inbox_ack_first_wins_and_queues_the_ack_back_to_the_sender() {
     assert_eq!(err.to_string(), "inbox message `ghost` not found in store");
 }
 
-#[tokio::test]
-async fn inbox_list_orders_by_precedence_then_newest_and_pages() {
-    let s = mem().await;
+async fn inbox_list_orders_by_precedence_then_newest_and_pages<S: Store>(s: S) {
     s.inbox_insert_batch(
         &[
             inb("r-old", "cert", 0, 1),
@@ -428,9 +448,7 @@ async fn inbox_list_orders_by_precedence_then_newest_and_pages() {
     assert_eq!(ids_in(&last), ["r-old"]);
 }
 
-#[tokio::test]
-async fn inbox_unacked_and_escalation_marks() {
-    let s = mem().await;
+async fn inbox_unacked_and_escalation_marks<S: Store>(s: S) {
     s.inbox_insert_batch(
         &[
             inb("f1", "cert", 3, 5),
@@ -464,9 +482,7 @@ async fn inbox_unacked_and_escalation_marks() {
 
 // ----- agreements, peers, meta -----------------------------------------
 
-#[tokio::test]
-async fn agreement_version_rules() {
-    let s = mem().await;
+async fn agreement_version_rules<S: Store>(s: S) {
     assert_eq!(
         s.agreement_put("ag", 1, "v1", "d1", 10, &[]).await.unwrap(),
         AgreementPut::Installed
@@ -505,9 +521,7 @@ async fn agreement_version_rules() {
     assert!(s.agreement_get("none").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn peers_and_meta_replace_values() {
-    let s = mem().await;
+async fn peers_and_meta_replace_values<S: Store>(s: S) {
     s.peer_put("cert", r#"{"link":"up"}"#).await.unwrap();
     s.peer_put("cert", r#"{"link":"down"}"#).await.unwrap();
     s.peer_put("mod", "{}").await.unwrap();
@@ -531,9 +545,7 @@ async fn peers_and_meta_replace_values() {
 
 // ----- bad input --------------------------------------------------------
 
-#[tokio::test]
-async fn bad_input_is_rejected_with_a_clear_error_and_writes_nothing() {
-    let s = mem().await;
+async fn bad_input_is_rejected_with_a_clear_error_and_writes_nothing<S: Store>(s: S) {
     s.outbox_insert(&out("keep", "cert", 1, 1)).await.unwrap();
 
     let err = s.outbox_insert(&out("p9", "cert", 9, 1)).await.unwrap_err();
@@ -592,7 +604,7 @@ async fn bad_input_is_rejected_with_a_clear_error_and_writes_nothing() {
 
 // ----- files: durability, migrations, read-only -------------------------
 
-async fn write_everything(s: &SqliteStore) {
+async fn write_everything<S: Store>(s: &S) {
     s.outbox_insert(&out("o1", "cert", 3, 1)).await.unwrap();
     s.outbox_delivered(&[("o1".to_owned(), "rcpt".to_owned())], 2, &[])
         .await
@@ -610,7 +622,7 @@ async fn write_everything(s: &SqliteStore) {
     s.meta_put("node", "mod").await.unwrap();
 }
 
-async fn check_everything(s: &SqliteStore) {
+async fn check_everything<S: Store>(s: &S) {
     let o1 = s.outbox_get("o1").await.unwrap().unwrap();
     assert_eq!(o1.state, OutboxState::Delivered);
     assert_eq!(o1.receipt_json.as_deref(), Some("rcpt"));
@@ -782,4 +794,177 @@ async fn concurrent_writers_and_readers_do_not_trip_over_each_other() {
     assert_eq!(s.outbox_list(None, 1_000, None).await.unwrap().len(), 200);
     assert_eq!(s.inbox_count().await.unwrap(), 200);
     s.close().await;
+}
+
+// ----- the in-memory store's simulation hooks ----------------------------
+
+#[tokio::test]
+async fn memory_store_keeps_what_was_durable_across_a_crash() {
+    use liaison_store::MemoryStore;
+    let s = MemoryStore::new();
+    write_everything(&s).await;
+    // The crash image: everything reported done is in it.
+    let restarted = s.fork().unwrap();
+    check_everything(&restarted).await;
+    assert!(restarted.same_durable_state(&s).unwrap());
+    // The two go their own ways afterwards; ids keep their uniqueness.
+    assert!(s.outbox_insert(&out("o3", "cert", 0, 3)).await.unwrap());
+    assert!(restarted.outbox_get("o3").await.unwrap().is_none());
+    assert!(
+        !restarted
+            .outbox_insert(&out("o2", "cert", 0, 3))
+            .await
+            .unwrap()
+    );
+    assert!(!restarted.same_durable_state(&s).unwrap());
+    // A closed store refuses work, as SQLite's closed pools do; its data survives.
+    s.close().await;
+    assert!(s.outbox_get("o1").await.is_err());
+    assert!(s.fork().unwrap().outbox_get("o3").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_injected_write_fault_changes_nothing_and_reads_go_on() {
+    use liaison_store::{MemoryStore, WriteFault};
+    let s = MemoryStore::new();
+    write_everything(&s).await;
+    s.audit_append(&[b"before".to_vec()]).await.unwrap();
+    let before = s.fork().unwrap();
+    let head = s.audit_head().await.unwrap();
+
+    s.set_fail_writes(Some(WriteFault::DiskFull)).unwrap();
+    let entry = vec![b"during".to_vec()];
+    let results = [
+        s.outbox_insert(&out("new", "cert", 1, 1)).await.err(),
+        s.outbox_insert_batch(&[out("new", "cert", 1, 1)], &entry)
+            .await
+            .err(),
+        s.outbox_delivered(&[("o2".to_owned(), "r".to_owned())], 9, &entry)
+            .await
+            .err(),
+        s.outbox_bounce("o2", "no", 9, &entry).await.err(),
+        s.outbox_lease(&["o2".to_owned()], 99).await.err(),
+        s.outbox_retry("o2", 1, 99, "x").await.err(),
+        s.inbox_insert_batch(&[inb("new", "cert", 1, 1)], &entry)
+            .await
+            .err(),
+        s.inbox_ack("i1", "bob", 9, "x", &entry).await.err(),
+        s.agreement_put("ag", 2, "newer", "d2", 9, &entry)
+            .await
+            .err(),
+        s.escalation_insert("i1", 9, "again", &entry).await.err(),
+        s.audit_append(&entry).await.err(),
+        s.meta_put("node", "other").await.err(),
+        s.peer_put("cert", "changed").await.err(),
+        s.ack_outbox_done(&["i1".to_owned()]).await.err(),
+    ];
+    for err in &results {
+        let err = err.as_ref().expect("every write fails");
+        assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
+        assert!(err.is_storage_unavailable());
+    }
+    // Reads still answer, from the state as it was.
+    check_everything(&s).await;
+    assert_eq!(s.audit_head().await.unwrap(), head);
+    assert!(s.same_durable_state(&before).unwrap());
+    let counts = s.counts().unwrap();
+    assert_eq!(counts.faulted, results.len() as u64);
+
+    // The volume is freed: writes work again, with their audit entries.
+    s.set_fail_writes(None).unwrap();
+    assert!(s.outbox_insert(&out("new", "cert", 1, 1)).await.unwrap());
+    assert_eq!(s.audit_append(&entry).await.unwrap(), head.0 + 1);
+}
+
+#[tokio::test]
+async fn a_write_fault_can_start_after_a_number_of_writes() {
+    use liaison_store::{MemoryStore, WriteFault};
+    let s = MemoryStore::new();
+    s.fail_writes_after(2, WriteFault::ReadOnly).unwrap();
+    assert!(s.outbox_insert(&out("a", "cert", 1, 1)).await.unwrap());
+    s.meta_put("k", "v").await.unwrap();
+    let err = s.outbox_insert(&out("b", "cert", 1, 1)).await.unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly { .. }), "{err:?}");
+    assert!(s.outbox_get("b").await.unwrap().is_none());
+    let counts = s.counts().unwrap();
+    assert_eq!((counts.commits, counts.faulted, counts.reads), (2, 1, 1));
+    assert_eq!(counts.calls.get("outbox_insert"), Some(&2));
+    // A rejected write counts as such, not as a commit.
+    s.set_fail_writes(None).unwrap();
+    assert!(s.outbox_insert(&out("", "cert", 1, 1)).await.is_err());
+    assert_eq!(s.counts().unwrap().rejected, 1);
+}
+
+#[tokio::test]
+async fn memory_store_lane_methods() {
+    use liaison_store::MemoryStore;
+    let s = MemoryStore::new();
+    for (i, p) in [3u8, 0, 3, 1].into_iter().enumerate() {
+        let i = i as i64;
+        s.outbox_insert(&out(&format!("e{i}"), "cert", p, i))
+            .await
+            .unwrap();
+    }
+    let due = s.outbox_due_range("cert", 10, 10, 1, 3).await.unwrap();
+    assert_eq!(ids_out(&due), ["e0", "e2", "e3"]);
+    let skip: Vec<i64> = due.iter().take(1).map(|r| r.seq).collect();
+    let rest = s
+        .outbox_due_range_excluding("cert", 10, 10, 1, 3, &skip)
+        .await
+        .unwrap();
+    assert_eq!(ids_out(&rest), ["e2", "e3"]);
+
+    s.outbox_delivered(&[("e3".to_owned(), "r".to_owned())], 5, &[])
+        .await
+        .unwrap();
+    let retries = [
+        ("e0".to_owned(), 1, 50),
+        ("e3".to_owned(), 1, 50), // delivered: unchanged
+        ("nope".to_owned(), 1, 50),
+        ("e1".to_owned(), 2, 60),
+    ];
+    assert_eq!(s.outbox_retry_batch(&retries, "timeout").await.unwrap(), 2);
+    let e0 = s.outbox_get("e0").await.unwrap().unwrap();
+    assert_eq!(
+        (e0.attempts, e0.next_attempt_ms, e0.last_error.as_deref()),
+        (1, 50, Some("timeout"))
+    );
+    assert_eq!(
+        ids_out(&s.outbox_due("cert", 10, 10).await.unwrap()),
+        ["e2"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_serialises_concurrent_callers() {
+    let s = liaison_store::MemoryStore::new();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let id = format!("t{t}-{i}");
+                assert!(
+                    s.outbox_insert(&out(&id, "cert", (i % 4) as u8, i))
+                        .await
+                        .unwrap()
+                );
+                s.outbox_due("cert", 1_000, 10).await.unwrap();
+                s.inbox_insert_batch(&[inb(&id, "cert", 0, i)], &[b"in".to_vec()])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let all = s.outbox_list(None, 1_000, None).await.unwrap();
+    assert_eq!(all.len(), 200);
+    // Sequence numbers are dense and unique: every insert was one whole commit.
+    let mut seqs: Vec<i64> = all.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<i64>>());
+    assert_eq!(s.inbox_count().await.unwrap(), 200);
+    assert_eq!(s.audit_head().await.unwrap().0, 200);
 }
