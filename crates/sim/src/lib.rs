@@ -25,18 +25,18 @@ use liaison_core::signing::PartyKey;
 use liaison_link::{BoxStream, DialFuture, Dialer, Listener};
 use liaison_node::config::{Config, Delivery, Listen, Peer};
 use liaison_node::node::SendRequest;
-use liaison_node::{Clock, Node, Parts, SeededRandom};
+use liaison_node::{Clock, Node, Parts, Random, SeededRandom};
 use liaison_store::{OutboxState, Store};
 
 pub const PARTIES: [&str; 4] = ["ROK", "PRC", "USA", "JPN"];
 const FEDERATION_PORT: u16 = 7101;
 /// The scenario clock at the start: a few minutes before ROK's participation in the
 /// sharing agreement lapses at midnight KST.
-const ORIGIN: &str = "2019-11-22T23:58:00+09:00";
+const ORIGIN: &str = "2019-11-22T23:59:20+09:00";
 /// Simulated time during which traffic is offered and faults happen.
-pub const ACTIVE: Duration = Duration::from_secs(180);
+pub const ACTIVE: Duration = Duration::from_secs(60);
 /// Quiet time after every fault is healed, for retries and receipts to settle.
-pub const SETTLE: Duration = Duration::from_secs(120);
+pub const SETTLE: Duration = Duration::from_secs(45);
 
 /// The routes the workload draws from: (from, to, label). Some are refused by the
 /// agreements (JPN passing to PRC; labels above a channel's ceiling), which the check
@@ -57,23 +57,20 @@ const ROUTES: &[(&str, &str, &str)] = &[
 ];
 const PRECEDENCES: [&str; 4] = ["ROUTINE", "PRIORITY", "IMMEDIATE", "FLASH"];
 
-/// splitmix64, for the schedule (the nodes get their own seeded generators).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+/// The schedule's random stream (the node's own seeded generator, so there is one
+/// implementation of it).
+#[derive(Debug)]
+pub struct Rng(SeededRandom);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SeededRandom::new(seed))
     }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.u64()
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -86,11 +83,35 @@ impl Rng {
 /// A fault and when it starts (ms of simulated time) and ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    Partition { a: usize, b: usize, from_ms: u64, to_ms: u64 },
-    Hold { a: usize, b: usize, from_ms: u64, to_ms: u64 },
-    Lossy { a: usize, b: usize, from_ms: u64, to_ms: u64, percent: u64 },
-    Crash { node: usize, from_ms: u64, to_ms: u64 },
-    StoreRefuses { node: usize, from_ms: u64, to_ms: u64 },
+    Partition {
+        a: usize,
+        b: usize,
+        from_ms: u64,
+        to_ms: u64,
+    },
+    Hold {
+        a: usize,
+        b: usize,
+        from_ms: u64,
+        to_ms: u64,
+    },
+    Lossy {
+        a: usize,
+        b: usize,
+        from_ms: u64,
+        to_ms: u64,
+        percent: u64,
+    },
+    Crash {
+        node: usize,
+        from_ms: u64,
+        to_ms: u64,
+    },
+    StoreRefuses {
+        node: usize,
+        from_ms: u64,
+        to_ms: u64,
+    },
 }
 
 impl Fault {
@@ -137,7 +158,7 @@ impl Schedule {
         for s in &mut skew_ms {
             *s = i64::try_from(r.below(10_001)).unwrap_or(0) - 5_000;
         }
-        let n = 20 + r.below(40);
+        let n = 15 + r.below(30);
         let mut sends: Vec<(u64, usize, usize, bool)> = (0..n)
             .map(|_| {
                 (
@@ -152,15 +173,39 @@ impl Schedule {
         let mut faults = Vec::new();
         for _ in 0..r.below(6) {
             let from_ms = r.below(active);
-            let to_ms = (from_ms + 1_000 + r.below(40_000)).min(active);
+            let to_ms = (from_ms + 500 + r.below(20_000)).min(active);
             let a = usize::try_from(r.below(4)).unwrap_or(0);
             let b = (a + 1 + usize::try_from(r.below(3)).unwrap_or(0)) % 4;
             let f = match r.below(5) {
-                0 => Fault::Partition { a, b, from_ms, to_ms },
-                1 => Fault::Hold { a, b, from_ms, to_ms },
-                2 => Fault::Lossy { a, b, from_ms, to_ms, percent: 10 + r.below(50) },
-                3 => Fault::Crash { node: a, from_ms, to_ms },
-                _ => Fault::StoreRefuses { node: a, from_ms, to_ms },
+                0 => Fault::Partition {
+                    a,
+                    b,
+                    from_ms,
+                    to_ms,
+                },
+                1 => Fault::Hold {
+                    a,
+                    b,
+                    from_ms,
+                    to_ms,
+                },
+                2 => Fault::Lossy {
+                    a,
+                    b,
+                    from_ms,
+                    to_ms,
+                    percent: 10 + r.below(50),
+                },
+                3 => Fault::Crash {
+                    node: a,
+                    from_ms,
+                    to_ms,
+                },
+                _ => Fault::StoreRefuses {
+                    node: a,
+                    from_ms,
+                    to_ms,
+                },
             };
             faults.push(f);
         }
@@ -226,7 +271,7 @@ fn key_of(seed: u64, i: usize, party: &str) -> Option<PartyKey> {
     let mut bytes = [0u8; 32];
     let mut r = Rng::new(seed ^ 0x5eed_0000 ^ (i as u64));
     for chunk in bytes.chunks_mut(8) {
-        chunk.copy_from_slice(&r.next().to_le_bytes());
+        chunk.copy_from_slice(&r.next_u64().to_le_bytes());
     }
     Some(PartyKey::from_seed(PartyId::new(party).ok()?, bytes))
 }
@@ -321,8 +366,8 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
     let boots = Arc::new(Mutex::new([0u64; 4]));
 
     let mut sim = turmoil::Builder::new()
-        .simulation_duration(ACTIVE + SETTLE + Duration::from_secs(60))
-        .tick_duration(Duration::from_millis(5))
+        .simulation_duration(ACTIVE + SETTLE + Duration::from_secs(10))
+        .tick_duration(Duration::from_millis(10))
         .rng_seed(seed)
         .max_message_latency(Duration::from_millis(20))
         .build();
@@ -355,7 +400,8 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
                         liaison_node::install_agreement(&store, name, text, 0).await?;
                     }
                 }
-                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", FEDERATION_PORT)).await?;
+                let listener =
+                    turmoil::net::TcpListener::bind(("0.0.0.0", FEDERATION_PORT)).await?;
                 let machines = liaison_node::launch(Parts {
                     config: config_of(i),
                     key,
@@ -390,10 +436,18 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
             let mut sent: Vec<(String, usize)> = Vec::new();
             for (at, route, prec, reply) in sends {
                 tokio::time::sleep_until(start + Duration::from_millis(at)).await;
-                let Some((from, to, label)) = ROUTES.get(route).copied() else { continue };
+                let Some((from, to, label)) = ROUTES.get(route).copied() else {
+                    continue;
+                };
                 let sender = party_index(from);
-                let Some(node) = node_at(&nodes, sender) else { continue };
-                let reply_to = if reply { sent.last().map(|(id, _)| id.clone()) } else { None };
+                let Some(node) = node_at(&nodes, sender) else {
+                    continue;
+                };
+                let reply_to = if reply {
+                    sent.last().map(|(id, _)| id.clone())
+                } else {
+                    None
+                };
                 let req = SendRequest {
                     from: from.into(),
                     to: to.into(),
@@ -430,7 +484,9 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
                     if let Some(n) = node_at(&nodes, *receiver)
                         && let Ok(Some(row)) = n.store.inbox_get(id).await
                         && row.acked_ms.is_none()
-                        && liaison_node::api::acknowledge(&n, id, "duty officer").await.is_ok()
+                        && liaison_node::api::acknowledge(&n, id, "duty officer")
+                            .await
+                            .is_ok()
                         && let Ok(mut l) = ledger.lock()
                     {
                         l.acked += 1;
@@ -453,7 +509,9 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
         if now_ms < active_ms {
             for (k, f) in schedule.faults.iter().enumerate() {
                 let (from, to) = f.window();
-                let (Some(b), Some(e)) = (begun.get_mut(k), ended.get_mut(k)) else { continue };
+                let (Some(b), Some(e)) = (begun.get_mut(k), ended.get_mut(k)) else {
+                    continue;
+                };
                 if !*b && now_ms >= from {
                     *b = true;
                     apply(&mut sim, f, true, &stores, &mut crashed, &ledger);
@@ -474,7 +532,7 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
                 break;
             }
         }
-        if now_ms > end_ms + 30_000 {
+        if now_ms > end_ms + 10_000 {
             break;
         }
     }
@@ -510,7 +568,9 @@ fn apply<S: FaultyStore>(
             if begin { percent as f64 / 100.0 } else { 0.0 },
         ),
         Fault::Crash { node, .. } => {
-            let Some(c) = crashed.get_mut(node) else { return };
+            let Some(c) = crashed.get_mut(node) else {
+                return;
+            };
             if begin && !*c {
                 sim.crash(name(node));
                 *c = true;
@@ -551,10 +611,15 @@ fn heal<S: FaultyStore>(sim: &mut turmoil::Sim<'_>, stores: &[S], crashed: &mut 
 
 /// Checks Liaison's promises on what the stores hold after everything healed.
 fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &mut Outcome) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            outcome.violations.push(format!("no runtime for the check: {e}"));
+            outcome
+                .violations
+                .push(format!("no runtime for the check: {e}"));
             return;
         }
     };
@@ -562,11 +627,16 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
         let v = &mut outcome.violations;
         // Every accepted message: delivered exactly once, or bounced with a reason.
         for (id, (sender, receiver)) in &ledger.accepted {
-            let (Some(s), Some(r)) = (stores.get(*sender), stores.get(*receiver)) else { continue };
+            let (Some(s), Some(r)) = (stores.get(*sender), stores.get(*receiver)) else {
+                continue;
+            };
             let out = s.outbox_get(id).await.ok().flatten();
             let inbox = r.inbox_get(id).await.ok().flatten();
             match (&out, &inbox) {
-                (None, _) => v.push(format!("{id}: accepted but not in {}'s outbox", PARTIES.get(*sender).copied().unwrap_or("?"))),
+                (None, _) => v.push(format!(
+                    "{id}: accepted but not in {}'s outbox",
+                    PARTIES.get(*sender).copied().unwrap_or("?")
+                )),
                 (Some(o), Some(_)) if o.state == OutboxState::Delivered => outcome.delivered += 1,
                 (Some(o), None) if o.state == OutboxState::Bounced => {
                     if o.bounce_reason.as_deref().is_none_or(str::is_empty) {
@@ -603,17 +673,26 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
                         v.push(format!("{}: stored twice at {party}", row.envelope_id));
                     }
                     if !ledger.accepted.contains_key(&row.envelope_id) {
-                        v.push(format!("{}: at {party} but never accepted", row.envelope_id));
+                        v.push(format!(
+                            "{}: at {party} but never accepted",
+                            row.envelope_id
+                        ));
                     }
                     let Ok(env) = Envelope::from_json(row.envelope_json.as_bytes()) else {
-                        v.push(format!("{}: stored envelope does not parse", row.envelope_id));
+                        v.push(format!(
+                            "{}: stored envelope does not parse",
+                            row.envelope_id
+                        ));
                         continue;
                     };
-                    let (Ok(from), Ok(to)) = (DeskId::new(&row.from_desk), DeskId::new(&row.to_desk)) else {
+                    let (Ok(from), Ok(to)) =
+                        (DeskId::new(&row.from_desk), DeskId::new(&row.to_desk))
+                    else {
                         continue;
                     };
                     let label: &Label = &env.header.label;
-                    let at = Timestamp::from_millisecond(row.received_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+                    let at = Timestamp::from_millisecond(row.received_ms)
+                        .unwrap_or(Timestamp::UNIX_EPOCH);
                     let d = decide(
                         &set,
                         &ReleaseRequest {
@@ -643,7 +722,9 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
                     continue;
                 };
                 let peer = PARTIES.iter().position(|p| *p == o.peer);
-                let Some(pk) = peer.and_then(|p| keys.get(p)).map(PartyKey::public) else { continue };
+                let Some(pk) = peer.and_then(|p| keys.get(p)).map(PartyKey::public) else {
+                    continue;
+                };
                 if !receipt_verifies(receipt, &o.envelope_json, &pk) {
                     v.push(format!("{}: its receipt does not verify", o.envelope_id));
                 }
@@ -664,10 +745,16 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
                 leaf: x.leaf,
                 root_after: x.root_after,
             })) {
-                v.push(format!("{party}: audit log does not verify at entry {i}: {why}"));
+                v.push(format!(
+                    "{party}: audit log does not verify at entry {i}: {why}"
+                ));
             }
             for x in &rows {
-                if let Some(AuditEntry { event: AuditEvent::PeerForked { peer, detail }, .. }) = AuditEntry::decode(&x.entry) {
+                if let Some(AuditEntry {
+                    event: AuditEvent::PeerForked { peer, detail },
+                    ..
+                }) = AuditEntry::decode(&x.entry)
+                {
                     v.push(format!("{party} saw {peer}'s log fork: {detail}"));
                 }
             }
@@ -687,7 +774,11 @@ fn set_desks(set: &liaison_core::release::AgreementSet, party: &str) -> Vec<Stri
     d
 }
 
-fn receipt_verifies(receipt: &str, envelope_json: &str, key: &liaison_core::signing::PublicKey) -> bool {
+fn receipt_verifies(
+    receipt: &str,
+    envelope_json: &str,
+    key: &liaison_core::signing::PublicKey,
+) -> bool {
     let (Ok(r), Ok(env)) = (
         serde_json::from_str::<liaison_core::envelope::Receipt>(receipt),
         Envelope::from_json(envelope_json.as_bytes()),
