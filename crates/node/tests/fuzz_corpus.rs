@@ -46,7 +46,11 @@ fn corpus_and_regressions_never_panic() {
         }
     }
     // The seeds are committed: an empty run means the paths are wrong.
-    assert!(ran >= 20, "only {ran} corpus files found under {}", fuzz_dir().display());
+    assert!(
+        ran >= 20,
+        "only {ran} corpus files found under {}",
+        fuzz_dir().display()
+    );
 }
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -62,9 +66,14 @@ fn write_seeds() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         write("agreement", &name, &std::fs::read(&path).unwrap());
     }
-    for (i, l) in ["ROK:II급 비밀", "COMMON:TOP SECRET", "USA:SECRET", "JPN:極秘"]
-        .iter()
-        .enumerate()
+    for (i, l) in [
+        "ROK:II급 비밀",
+        "COMMON:TOP SECRET",
+        "USA:SECRET",
+        "JPN:極秘",
+    ]
+    .iter()
+    .enumerate()
     {
         write("label", &i.to_string(), l.as_bytes());
     }
@@ -158,7 +167,11 @@ fn write_seeds() {
             r#"{"from":"ROK.navy","to":"PRC.navy","label":"ROK:평문","precedence":"FLASH","body":"hello","originator":"USA","reply_to":null}"#.to_owned(),
         ),
     );
-    write("api_bodies", "ack", &api(1, r#"{"by":"duty officer"}"#.to_owned()));
+    write(
+        "api_bodies",
+        "ack",
+        &api(1, r#"{"by":"duty officer"}"#.to_owned()),
+    );
     write(
         "api_bodies",
         "envelopes",
