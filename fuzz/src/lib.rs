@@ -179,7 +179,11 @@ fn raw_proof(data: &[u8]) {
     let mut a = [0u8; 8];
     let mut b = [0u8; 8];
     for (i, byte) in nums.iter().enumerate() {
-        if let Some(slot) = if i < 8 { a.get_mut(i) } else { b.get_mut(i - 8) } {
+        if let Some(slot) = if i < 8 {
+            a.get_mut(i)
+        } else {
+            b.get_mut(i - 8)
+        } {
             *slot = *byte;
         }
     }
@@ -220,7 +224,11 @@ pub fn node_config(data: &[u8]) {
     if let Ok(cfg) = liaison_node::config::Config::parse("node.toml", text) {
         let _ = cfg.peer_addresses(&cfg.party);
         let again = liaison_node::config::Config::parse("node.toml", &cfg.to_toml());
-        assert_eq!(again.ok().as_ref(), Some(&cfg), "node.toml does not round-trip");
+        assert_eq!(
+            again.ok().as_ref(),
+            Some(&cfg),
+            "node.toml does not round-trip"
+        );
     }
 }
 

@@ -227,8 +227,8 @@ fn gen_agreement(rng: &mut Rng, index: usize) -> ASpec {
         .collect();
     let mut events = Vec::new();
     for &p in &parties {
-        if rng.chance(90) {
-            let at = if rng.chance(50) {
+        if rng.chance(95) {
+            let at = if rng.chance(60) {
                 effective - 3_600 * rng.below(48) as i64
             } else {
                 rng.hour_offset(200)
@@ -240,7 +240,7 @@ fn gen_agreement(rng: &mut Rng, index: usize) -> ASpec {
             });
         }
     }
-    for _ in 0..rng.below(8) {
+    for _ in 0..rng.below(6) {
         let party = *rng.pick(&parties);
         let at = rng.hour_offset(900);
         let kind = match rng.below(100) {
@@ -745,7 +745,9 @@ fn check_case(seed: u64, tally: &mut Tally) -> Result<(), TestCaseError> {
         let offset = if rng.chance(50) {
             rng.pick(&points) + [-1, 0, 1][rng.below(3)]
         } else {
-            rng.hour_offset(1200) + rng.below(3600) as i64
+            // Most agreements are in force for some months after they start.
+            let days = if rng.chance(70) { 400 } else { 1200 };
+            rng.hour_offset(days) + rng.below(3600) as i64
         };
         let at = ts(offset);
         let from = DeskId::new(&desk(req.from.0, req.from.1)).unwrap();
