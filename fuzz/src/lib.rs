@@ -14,8 +14,11 @@ use liaison_core::precedence::Precedence;
 use liaison_core::release::{AgreementSet, ReleaseRequest, decide};
 use liaison_core::signing::{PartyKey, PublicKey};
 
+/// What a target does with one input.
+pub type Check = fn(&[u8]);
+
 /// Every target, by the directory name its corpus and regressions use.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("agreement", agreement),
     ("label", label),
     ("envelope", envelope),
