@@ -458,7 +458,7 @@ pub fn decide(set: &AgreementSet, req: &ReleaseRequest<'_>, at: Timestamp) -> De
         ];
 
         if third_party && *originator != to_party {
-            match release_permission(set, req, originator, &from_party, &to_party, level, at) {
+            match release_permission(set, req, originator, &from_party, &to_party, at) {
                 Ok(r) => reasons.push(r),
                 Err(r) => {
                     denials.push(r);
@@ -504,7 +504,6 @@ fn release_permission(
     originator: &PartyId,
     from: &PartyId,
     to: &PartyId,
-    level: usize,
     at: Timestamp,
 ) -> Result<Reason, Reason> {
     // Any agreement binding originator and sender with a forbidding rule forbids.
@@ -532,7 +531,10 @@ fn release_permission(
             &g.originator == originator
                 && &g.from == from
                 && g.to.contains(to)
-                && level <= g.ceiling
+                // The grant's ceiling is on its own agreement's scale, which may differ
+                // from the carrying agreement's: measure the label on that scale, and
+                // a label that agreement does not map is not covered (never guessed).
+                && req.label.to_common(a).is_some_and(|l| l <= g.ceiling)
         }) {
             return Ok(reason(
                 Some(&a.id),

@@ -154,6 +154,20 @@ pub struct AuditRow {
     pub root_after: Hash,
 }
 
+/// Whether a released writer connection may go back to the pool.
+///
+/// When a write fails with a full disk or an I/O error, SQLite may roll the transaction
+/// back by itself, even at COMMIT. sqlx's rollback on drop then fails ("no transaction
+/// is active") and sqlx goes on counting the transaction as open, so every later
+/// `BEGIN IMMEDIATE` on the one writer connection fails and the node could never write
+/// again, not even once space is freed. The ping lets the queued rollback run first; a
+/// connection still counted as in a transaction is closed and the pool opens a new one.
+async fn drop_if_stuck_in_transaction(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+    use sqlx::Connection as _;
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and brings its
     /// schema up to date.
@@ -174,6 +188,7 @@ impl SqliteStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(drop_if_stuck_in_transaction(conn)))
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
