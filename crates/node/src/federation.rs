@@ -13,9 +13,11 @@ use liaison_core::audit::AuditEvent;
 use liaison_core::canonical::canonical_json;
 use liaison_core::delivery::{Arrival, on_arrival};
 use liaison_core::envelope::{
-    ENCODED_BYTES_MAX, Envelope, Receipt, ReceiptBody, ReceiptKind, SignedTreeHead,
+    ENCODED_BYTES_MAX, Envelope, EnvelopeId, Receipt, ReceiptBatch, ReceiptBody, ReceiptKind,
+    SignedTreeHead,
 };
 use liaison_core::ids::PartyId;
+use liaison_core::label::Label;
 use liaison_link::PeerParty;
 use liaison_store::{InboxRow, Store};
 use serde::{Deserialize, Serialize};
@@ -31,8 +33,16 @@ pub struct EnvelopeBatch {
     pub envelopes: Vec<serde_json::Value>,
 }
 
+#[derive(Debug, Deserialize)]
+struct RawEnvelopeBatch<'a> {
+    #[serde(borrow)]
+    envelopes: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// Acknowledgement receipts, each signed on its own (a person acknowledges one
+/// message at a time).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ReceiptBatch {
+pub struct AckBatch {
     pub receipts: Vec<Receipt>,
 }
 
@@ -99,7 +109,9 @@ async fn envelopes<S: Store>(
     Extension(PeerParty(peer)): Extension<PeerParty>,
     body: axum::body::Bytes,
 ) -> Result<Json<ReceiptBatch>, Problem> {
-    let batch: EnvelopeBatch = serde_json::from_slice(&body).map_err(|e| {
+    // Each envelope is kept as the peer's own text: parsed once into its type, stored
+    // as received, and one malformed element is refused alone.
+    let batch: RawEnvelopeBatch = serde_json::from_slice(&body).map_err(|e| {
         Problem(
             StatusCode::BAD_REQUEST,
             format!("not an envelope batch: {e}"),
@@ -122,10 +134,10 @@ async fn envelopes<S: Store>(
     let consents = node.consents();
     let mut rows = Vec::new();
     let mut audit = Vec::new();
-    // (envelope, Some(receiver label) to store | None refused with reasons)
-    let mut outcomes: Vec<(Envelope, Result<String, Vec<String>>)> = Vec::new();
+    // (id, digest, Ok(receiver label) stored | Err(reasons) refused)
+    let mut outcomes: Vec<(EnvelopeId, String, Result<Label, Vec<String>>)> = Vec::new();
     for raw in batch.envelopes {
-        let env = match Envelope::from_value(raw) {
+        let env = match Envelope::from_json(raw.get().as_bytes()) {
             Ok(e) => e,
             Err(e) => {
                 inc(&node.metrics.tampered);
@@ -137,28 +149,40 @@ async fn envelopes<S: Store>(
                 continue;
             }
         };
-        let verified = keys.iter().any(|k| env.verify(k).is_ok());
-        if !verified {
-            let why = match keys.first() {
-                Some(k) => env
-                    .verify(k)
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default(),
-                None => format!("no key pinned for `{peer}`"),
-            };
-            inc(&node.metrics.tampered);
-            tracing::warn!(%peer, id = %env.header.id, "tampered envelope refused: {why}");
-            audit.push(node.audit(AuditEvent::TamperedEnvelope {
-                peer: peer.clone(),
-                detail: format!("{}: {why}", env.header.id),
-            }));
-            outcomes.push((env, Err(vec![format!("envelope refused: {why}")])));
-            continue;
-        }
+        let digest = match env.verify_any(&keys) {
+            Ok(d) => d,
+            Err(e) => {
+                let why = if keys.is_empty() {
+                    format!("no key pinned for `{peer}`")
+                } else {
+                    e.to_string()
+                };
+                inc(&node.metrics.tampered);
+                tracing::warn!(%peer, id = %env.header.id, "tampered envelope refused: {why}");
+                audit.push(node.audit(AuditEvent::TamperedEnvelope {
+                    peer: peer.clone(),
+                    detail: format!("{}: {why}", env.header.id),
+                }));
+                outcomes.push((
+                    env.header.id.clone(),
+                    env.digest(),
+                    Err(vec![format!("envelope refused: {why}")]),
+                ));
+                continue;
+            }
+        };
         match on_arrival(&set, &node.party, &peer_id, &env, &consents, now) {
             Arrival::Accept { receiver_label, .. } => {
-                let h = &env.header;
+                let Envelope {
+                    header: h, body, ..
+                } = env;
+                audit.push(node.audit(AuditEvent::MessageReceived {
+                    id: h.id.to_string(),
+                    from: h.from.to_string(),
+                    to: h.to.to_string(),
+                    receiver_label: receiver_label.to_string(),
+                    precedence: h.precedence.to_string(),
+                }));
                 rows.push(InboxRow {
                     seq: 0,
                     envelope_id: h.id.to_string(),
@@ -167,22 +191,15 @@ async fn envelopes<S: Store>(
                     sender_party: peer.clone(),
                     precedence: h.precedence.rank(),
                     received_ms: now_ms,
-                    envelope_json: env.to_json(),
+                    envelope_json: raw.get().to_owned(),
                     receiver_label: receiver_label.to_string(),
-                    body: env.body.clone(),
+                    body,
                     acked_ms: None,
                     acked_by: None,
                     ack_receipt_json: None,
                     escalated_ms: None,
                 });
-                audit.push(node.audit(AuditEvent::MessageReceived {
-                    id: h.id.to_string(),
-                    from: h.from.to_string(),
-                    to: h.to.to_string(),
-                    receiver_label: receiver_label.to_string(),
-                    precedence: h.precedence.to_string(),
-                }));
-                outcomes.push((env, Ok(receiver_label.to_string())));
+                outcomes.push((h.id, digest, Ok(receiver_label)));
             }
             Arrival::Refuse { reasons } => {
                 inc(&node.metrics.arrivals_refused);
@@ -192,7 +209,7 @@ async fn envelopes<S: Store>(
                     from: env.header.from.to_string(),
                     reasons: reasons.clone(),
                 }));
-                outcomes.push((env, Err(reasons)));
+                outcomes.push((env.header.id, digest, Err(reasons)));
             }
         }
     }
@@ -210,34 +227,32 @@ async fn envelopes<S: Store>(
     let new = fresh.iter().filter(|b| **b).count() as u64;
     add(&node.metrics.received, new);
     add(&node.metrics.duplicates, fresh.len() as u64 - new);
-    let tree_head = node.latest_tree_head();
-    let receipts = outcomes
+    let bodies = outcomes
         .into_iter()
-        .map(|(env, outcome)| {
+        .map(|(envelope_id, envelope_digest, outcome)| {
             let (kind, receiver_label, reasons) = match outcome {
-                Ok(l) => (ReceiptKind::Stored, l.parse().ok(), Vec::new()),
+                Ok(l) => (ReceiptKind::Stored, Some(l), Vec::new()),
                 Err(r) => (ReceiptKind::Refused, None, r),
             };
-            Receipt::sign(
-                ReceiptBody {
-                    envelope_id: env.header.id.clone(),
-                    envelope_digest: env.digest(),
-                    receiver: node.party.clone(),
-                    kind,
-                    at: now,
-                    receiver_label,
-                    reasons,
-                    acknowledged_by: None,
-                    tree_head: tree_head.clone(),
-                },
-                &node.key,
-            )
+            ReceiptBody {
+                envelope_id,
+                envelope_digest,
+                receiver: node.party.clone(),
+                kind,
+                at: now,
+                receiver_label,
+                reasons,
+                acknowledged_by: None,
+                tree_head: None,
+            }
         })
         .collect();
+    // One signature for the whole batch; each receipt stays verifiable alone.
+    let receipts = ReceiptBatch::sign(bodies, now, node.latest_tree_head(), &node.key);
     if new > 0 {
         crate::events::publish(&node, "inbox");
     }
-    Ok(Json(ReceiptBatch { receipts }))
+    Ok(Json(receipts))
 }
 
 async fn acks<S: Store>(
@@ -245,7 +260,7 @@ async fn acks<S: Store>(
     Extension(PeerParty(peer)): Extension<PeerParty>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let batch: ReceiptBatch = serde_json::from_slice(&body)
+    let batch: AckBatch = serde_json::from_slice(&body)
         .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("not a receipt batch: {e}")))?;
     let keys = node.party_keys(&peer);
     let mut accepted = 0u64;
