@@ -295,8 +295,6 @@ pub struct BatchHead {
     pub size: u64,
     /// Hex Merkle root of the receipt bodies.
     pub root: String,
-    /// The receiver's latest signed audit tree head, once for the batch.
-    pub tree_head: Option<SignedTreeHead>,
 }
 
 impl BatchHead {
@@ -326,6 +324,9 @@ pub struct ReceiptBatch {
     pub receipts: Vec<ReceiptBody>,
     /// Base64 Ed25519 signature of the receiver over the head's signing bytes.
     pub signature: String,
+    /// The receiver's latest signed audit tree head, once for the batch. Signed on its
+    /// own, so it stays out of the head and out of every stored receipt.
+    pub tree_head: Option<SignedTreeHead>,
 }
 
 impl ReceiptBody {
@@ -390,14 +391,6 @@ impl Receipt {
             })
     }
 
-    /// The receiver's signed audit tree head this receipt carries, if any.
-    pub fn tree_head(&self) -> Option<&SignedTreeHead> {
-        match &self.batch {
-            Some(proof) => proof.head.tree_head.as_ref(),
-            None => self.body.tree_head.as_ref(),
-        }
-    }
-
     pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         if bytes.len() > ENCODED_BYTES_MAX {
             return Err(EnvelopeError::TooLarge(bytes.len()));
@@ -435,13 +428,13 @@ impl ReceiptBatch {
             at,
             size: receipts.len() as u64,
             root: hex::encode(root_from_leaves(&leaves)),
-            tree_head,
         };
         let signature = key.sign_b64(&head.signing_bytes());
         Self {
             head,
             receipts,
             signature,
+            tree_head,
         }
     }
 
@@ -666,6 +659,11 @@ mod tests {
             let b = batch(&envs, &rok);
             let wire = ReceiptBatch::from_json(b.to_json().as_bytes()).unwrap();
             assert_eq!(wire, b);
+            wire.tree_head
+                .as_ref()
+                .unwrap()
+                .verify(&rok.public())
+                .unwrap();
             let receipts = wire
                 .verify_split(&[key("X", 9).public(), rok.public()])
                 .unwrap();
@@ -674,7 +672,6 @@ mod tests {
                 // Stored and read back alone, without the rest of the batch.
                 let alone = Receipt::from_json(r.to_json().as_bytes()).unwrap();
                 alone.verify(&rok.public(), env).unwrap();
-                assert!(alone.tree_head().is_some());
                 assert!(alone.verify(&key("USA", 1).public(), env).is_err());
             }
             // A receipt is bound to its own envelope, not a neighbour's.

@@ -18,6 +18,7 @@ use liaison_core::envelope::{
 };
 use liaison_core::ids::PartyId;
 use liaison_core::label::Label;
+use liaison_core::precedence::Precedence;
 use liaison_link::PeerParty;
 use liaison_store::{InboxRow, Store};
 use serde::{Deserialize, Serialize};
@@ -213,17 +214,25 @@ async fn envelopes<S: Store>(
             }
         }
     }
+    // Bulk writes queue for the one writer one at a time, so an urgent batch waits
+    // behind at most one of them.
+    let urgent = rows
+        .iter()
+        .any(|r| r.precedence >= Precedence::Immediate.rank());
+    let turn = if urgent {
+        None
+    } else {
+        node.bulk_writes.acquire().await.ok()
+    };
     // Durable before any receipt is signed (rule 6).
-    let fresh = node
-        .store
-        .inbox_insert_batch(&rows, &audit)
-        .await
-        .map_err(|e| {
-            Problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot store: {e}"),
-            )
-        })?;
+    let fresh = node.store.inbox_insert_batch(&rows, &audit).await;
+    drop(turn);
+    let fresh = fresh.map_err(|e| {
+        Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot store: {e}"),
+        )
+    })?;
     let new = fresh.iter().filter(|b| **b).count() as u64;
     add(&node.metrics.received, new);
     add(&node.metrics.duplicates, fresh.len() as u64 - new);

@@ -129,6 +129,9 @@ pub struct Node<S: Store> {
     /// Serialises checks of peers' tree heads: receipts and heartbeats arrive on many
     /// tasks at once, and one fork must raise one alarm.
     pub peer_log_lock: tokio::sync::Mutex<()>,
+    /// One permit: bulk (PRIORITY and ROUTINE) batch writes take turns for the store's
+    /// single writer, so a FLASH write queues behind at most one of them.
+    pub bulk_writes: tokio::sync::Semaphore,
     /// Benchmarks listen here for ids as their receipts are recorded.
     pub delivered_watch: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
@@ -190,6 +193,7 @@ impl<S: Store> Node<S> {
             tree_head: Mutex::new(None),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFER_MAX).0,
             delivered_watch: Mutex::new(None),
+            bulk_writes: tokio::sync::Semaphore::new(1),
             peer_log_lock: tokio::sync::Mutex::new(()),
         });
         let writer = group_commit(node.clone(), rx, shutdown);

@@ -11,6 +11,7 @@ use liaison_core::audit::AuditEvent;
 use liaison_core::delivery::still_releasable;
 use liaison_core::envelope::{Envelope, Receipt, ReceiptBatch, ReceiptKind, SignedTreeHead};
 use liaison_core::hotline::flash_overdue;
+use liaison_core::precedence::Precedence;
 use liaison_store::{OutboxRow, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -236,7 +237,7 @@ async fn send_batch<S: Store>(
             .collect::<Vec<_>>()
             .join(",")
     );
-    match node
+    let answer = node
         .client
         .post(
             peer,
@@ -245,8 +246,8 @@ async fn send_batch<S: Store>(
             Bytes::from(body),
             FEDERATION_TIMEOUT,
         )
-        .await
-    {
+        .await;
+    match answer {
         Ok((status, bytes)) if status.is_success() => match ReceiptBatch::from_json(&bytes) {
             Ok(receipts) => return settle(node, peer, sending, receipts).await,
             Err(e) => {
@@ -323,7 +324,7 @@ async fn settle<S: Store>(
     batch: ReceiptBatch,
 ) -> Option<SignedTreeHead> {
     let keys = node.party_keys(peer);
-    let tree_head = batch.head.tree_head.clone();
+    let tree_head = batch.tree_head.clone();
     let receipts = if batch.head.receiver.as_str() == peer {
         batch.verify_split(&keys)
     } else {
@@ -340,6 +341,9 @@ async fn settle<S: Store>(
             return None;
         }
     };
+    let urgent = sent
+        .iter()
+        .any(|s| s.row.precedence >= Precedence::Immediate.rank());
     let by_id: HashMap<&str, &Receipt> = receipts
         .iter()
         .map(|r| (r.body.envelope_id.as_str(), r))
@@ -375,11 +379,19 @@ async fn settle<S: Store>(
         }
     }
     if !delivered.is_empty() {
-        match node
+        // Bulk writes queue for the one writer one at a time, so an urgent write waits
+        // behind at most one of them.
+        let turn = if urgent {
+            None
+        } else {
+            node.bulk_writes.acquire().await.ok()
+        };
+        let recorded = node
             .store
             .outbox_delivered(&delivered, node.clock.now_ms(), &audit)
-            .await
-        {
+            .await;
+        drop(turn);
+        match recorded {
             Ok(flags) => {
                 add(
                     &node.metrics.delivered,
