@@ -62,6 +62,11 @@ pub const BULK: Lane = Lane {
 };
 /// Envelopes per express batch: small, so each is on the wire at once.
 pub const EXPRESS_BATCH_MAX: u32 = 32;
+/// Envelopes per bulk batch while urgent traffic is about: a bulk batch's writes hold
+/// the store's one writer at both ends, and a FLASH write may have to wait for one.
+pub const BULK_BATCH_WHILE_URGENT: u32 = 32;
+/// How long after the last urgent accept the bulk lane keeps its batches small.
+pub const URGENT_QUIET_MS: i64 = 2_000;
 
 /// Sends one peer's queue for one lane, highest precedence first, in batches.
 pub async fn deliver<S: Store>(
@@ -111,6 +116,17 @@ pub async fn deliver<S: Store>(
                 continue;
             }
         }
+        let limit = if !lane.express
+            && node
+                .clock
+                .now_ms()
+                .saturating_sub(node.urgent_accepted_ms())
+                < URGENT_QUIET_MS
+        {
+            batch_max.min(BULK_BATCH_WHILE_URGENT)
+        } else {
+            batch_max
+        };
         let busy: Vec<i64> = in_flight
             .lock()
             .map(|g| g.iter().copied().collect())
@@ -120,7 +136,7 @@ pub async fn deliver<S: Store>(
             .outbox_due_range_excluding(
                 &peer,
                 now.as_millisecond(),
-                batch_max,
+                limit,
                 lane.precedence_min,
                 lane.precedence_max,
                 &busy,
