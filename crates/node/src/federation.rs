@@ -105,14 +105,11 @@ pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
         .with_state(node)
 }
 
-async fn envelopes<S: Store>(
-    State(node): State<Arc<Node<S>>>,
-    Extension(PeerParty(peer)): Extension<PeerParty>,
-    body: axum::body::Bytes,
-) -> Result<Json<ReceiptBatch>, Problem> {
+/// Parses, verifies and decides an arrived batch (pure CPU, no IO).
+fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Checked, Problem> {
     // Each envelope is kept as the peer's own text: parsed once into its type, stored
     // as received, and one malformed element is refused alone.
-    let batch: RawEnvelopeBatch = serde_json::from_slice(&body).map_err(|e| {
+    let batch: RawEnvelopeBatch = serde_json::from_slice(body).map_err(|e| {
         Problem(
             StatusCode::BAD_REQUEST,
             format!("not an envelope batch: {e}"),
@@ -127,8 +124,8 @@ async fn envelopes<S: Store>(
             ),
         ));
     }
-    let peer_id = PartyId::new(&peer).map_err(|e| Problem(StatusCode::FORBIDDEN, e.to_string()))?;
-    let keys = node.party_keys(&peer);
+    let peer_id = PartyId::new(peer).map_err(|e| Problem(StatusCode::FORBIDDEN, e.to_string()))?;
+    let keys = node.party_keys(peer);
     let set = node.agreements();
     let now = node.now();
     let now_ms = now.as_millisecond();
@@ -143,7 +140,7 @@ async fn envelopes<S: Store>(
             Err(e) => {
                 inc(&node.metrics.tampered);
                 audit.push(node.audit(AuditEvent::TamperedEnvelope {
-                    peer: peer.clone(),
+                    peer: peer.to_owned(),
                     detail: e.to_string(),
                 }));
                 tracing::warn!(%peer, "malformed envelope refused: {e}");
@@ -161,7 +158,7 @@ async fn envelopes<S: Store>(
                 inc(&node.metrics.tampered);
                 tracing::warn!(%peer, id = %env.header.id, "tampered envelope refused: {why}");
                 audit.push(node.audit(AuditEvent::TamperedEnvelope {
-                    peer: peer.clone(),
+                    peer: peer.to_owned(),
                     detail: format!("{}: {why}", env.header.id),
                 }));
                 outcomes.push((
@@ -189,7 +186,7 @@ async fn envelopes<S: Store>(
                     envelope_id: h.id.to_string(),
                     from_desk: h.from.to_string(),
                     to_desk: h.to.to_string(),
-                    sender_party: peer.clone(),
+                    sender_party: peer.to_owned(),
                     precedence: h.precedence.rank(),
                     received_ms: now_ms,
                     envelope_json: raw.get().to_owned(),
@@ -214,6 +211,40 @@ async fn envelopes<S: Store>(
             }
         }
     }
+    Ok(Checked {
+        rows,
+        audit,
+        outcomes,
+        now,
+    })
+}
+
+/// What checking an arrived batch decided: inbox rows and audit entries to commit,
+/// and each envelope's outcome to receipt.
+struct Checked {
+    rows: Vec<InboxRow>,
+    audit: Vec<Vec<u8>>,
+    /// (id, digest, Ok(receiver label) stored | Err(reasons) refused)
+    outcomes: Vec<(EnvelopeId, String, Result<Label, Vec<String>>)>,
+    now: Timestamp,
+}
+
+async fn envelopes<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Extension(PeerParty(peer)): Extension<PeerParty>,
+    body: axum::body::Bytes,
+) -> Result<Json<ReceiptBatch>, Problem> {
+    // Parsing and verifying a bulk batch is tens of milliseconds of CPU: on the
+    // blocking pool it does not hold a runtime worker that a FLASH is waiting for.
+    let checker = node.clone();
+    let Checked {
+        rows,
+        audit,
+        outcomes,
+        now,
+    } = tokio::task::spawn_blocking(move || check_batch(&checker, &peer, &body))
+        .await
+        .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     // Bulk writes queue for the one writer one at a time, so an urgent batch waits
     // behind at most one of them.
     let urgent = rows
@@ -257,7 +288,11 @@ async fn envelopes<S: Store>(
         })
         .collect();
     // One signature for the whole batch; each receipt stays verifiable alone.
-    let receipts = ReceiptBatch::sign(bodies, now, node.latest_tree_head(), &node.key);
+    let (key, tree_head) = (node.key.clone(), node.latest_tree_head());
+    let receipts =
+        tokio::task::spawn_blocking(move || ReceiptBatch::sign(bodies, now, tree_head, &key))
+            .await
+            .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if new > 0 {
         crate::events::publish(&node, "inbox");
     }

@@ -342,7 +342,14 @@ async fn settle<S: Store>(
     let keys = node.party_keys(peer);
     let tree_head = batch.tree_head.clone();
     let receipts = if batch.head.receiver.as_str() == peer {
-        batch.verify_split(&keys)
+        // Hashing every body is CPU work the runtime's workers should not wait on.
+        tokio::task::spawn_blocking(move || batch.verify_split(&keys))
+            .await
+            .unwrap_or_else(|e| {
+                Err(liaison_core::envelope::EnvelopeError::Malformed(format!(
+                    "receipt check stopped: {e}"
+                )))
+            })
     } else {
         Err(liaison_core::envelope::EnvelopeError::Malformed(format!(
             "receipts are from `{}`",
