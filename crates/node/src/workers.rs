@@ -91,7 +91,16 @@ pub async fn deliver<S: Store>(
             while tasks.join_next().await.is_some() {}
             return;
         }
-        while tasks.len() >= lane.in_flight_max {
+        // While urgent traffic is about, one bulk batch at a time: the store's one
+        // writer at each end then has room for the FLASH writes between bulk writes.
+        let urgent_about = !lane.express
+            && node
+                .clock
+                .now_ms()
+                .saturating_sub(node.urgent_accepted_ms())
+                < URGENT_QUIET_MS;
+        let in_flight_max = if urgent_about { 1 } else { lane.in_flight_max };
+        while tasks.len() >= in_flight_max {
             let _ = tasks.join_next().await;
         }
         let now = node.now();
@@ -116,13 +125,7 @@ pub async fn deliver<S: Store>(
                 continue;
             }
         }
-        let limit = if !lane.express
-            && node
-                .clock
-                .now_ms()
-                .saturating_sub(node.urgent_accepted_ms())
-                < URGENT_QUIET_MS
-        {
+        let limit = if urgent_about {
             batch_max.min(BULK_BATCH_WHILE_URGENT)
         } else {
             batch_max
