@@ -682,11 +682,13 @@ pub async fn escalations<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Rece
                 .await
             {
                 Ok(_) => {
+                    // Counted as soon as it is recorded: whoever sees the escalation
+                    // listed sees it counted too.
+                    inc(&node.metrics.escalations);
                     let _ = node
                         .store
                         .inbox_mark_escalated(&row.envelope_id, now_ms)
                         .await;
-                    inc(&node.metrics.escalations);
                     tracing::warn!(id = %row.envelope_id, "{reason}");
                     crate::events::publish(&node, "escalations");
                 }
