@@ -273,13 +273,12 @@ pub fn api_bodies(data: &[u8]) {
             }
         }
         3 => {
-            if let Ok(batch) =
-                serde_json::from_slice::<liaison_node::federation::ReceiptBatch>(body)
-            {
-                for r in batch.receipts {
-                    let _ = r.body.signing_bytes();
-                }
+            // A receiver's answer to an envelope batch: one signed head over the
+            // receipts' Merkle root; and acknowledgements travelling back.
+            if let Ok(batch) = liaison_core::envelope::ReceiptBatch::from_json(body) {
+                let _ = batch.verify_split(&[fuzz_public()]);
             }
+            let _ = serde_json::from_slice::<liaison_node::federation::AckBatch>(body);
         }
         4 => {
             if let Ok(hb) = serde_json::from_slice::<liaison_node::federation::Heartbeat>(body) {

@@ -17,7 +17,9 @@ use sha2::{Digest, Sha256};
 use crate::canonical::canonical_json;
 use crate::ids::{DeskId, PartyId};
 use crate::label::Label;
-use crate::merkle::TreeHead;
+use crate::merkle::{
+    Hash, TreeHead, leaf_hash, root_and_inclusion_proofs, root_from_leaves, verify_inclusion,
+};
 use crate::precedence::Precedence;
 use crate::signing::{KeyError, PartyKey, PublicKey};
 
@@ -28,6 +30,7 @@ pub const ENCODED_BYTES_MAX: usize = BODY_BYTES_MAX * 2 + 64 * 1024;
 
 const ENVELOPE_TAG: &[u8] = b"liaison-envelope-v1\n";
 const RECEIPT_TAG: &[u8] = b"liaison-receipt-v1\n";
+const RECEIPT_BATCH_TAG: &[u8] = b"liaison-receipt-batch-v1\n";
 
 /// 128 random bits as 32 lowercase hex digits; the caller supplies the randomness.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,6 +159,26 @@ impl Envelope {
             })
     }
 
+    /// Checks the body hash and the signature against any of `keys` (a party may list
+    /// several), and returns [`Envelope::digest`]: the signing bytes are built once.
+    pub fn verify_any(&self, keys: &[PublicKey]) -> Result<String, EnvelopeError> {
+        if body_hash(&self.body) != self.header.body_sha256 {
+            return Err(EnvelopeError::BodyHash);
+        }
+        let bytes = self.header.signing_bytes();
+        let mut last = KeyError::BadSignature;
+        for key in keys {
+            match key.verify_b64(&bytes, &self.signature) {
+                Ok(()) => return Ok(digest_of(&bytes, &self.signature)),
+                Err(e) => last = e,
+            }
+        }
+        Err(EnvelopeError::Signature {
+            party: self.header.from.party_str().to_owned(),
+            source: last,
+        })
+    }
+
     /// Parses another party's bytes; size-limited, never panics.
     pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         if bytes.len() > ENCODED_BYTES_MAX {
@@ -187,11 +210,15 @@ impl Envelope {
 
     /// Hex SHA-256 of the signed header and signature: what a receipt refers to.
     pub fn digest(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.header.signing_bytes());
-        h.update(self.signature.as_bytes());
-        hex::encode(h.finalize())
+        digest_of(&self.header.signing_bytes(), &self.signature)
     }
+}
+
+fn digest_of(signing_bytes: &[u8], signature: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(signing_bytes);
+    h.update(signature.as_bytes());
+    hex::encode(h.finalize())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +277,56 @@ pub struct ReceiptBody {
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
     pub body: ReceiptBody,
+    /// The receiver's signature: over the body's signing bytes, or, for a receipt
+    /// taken out of a [`ReceiptBatch`], over the batch head that `batch` proves the
+    /// body is in.
     pub signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchProof>,
+}
+
+/// What a receiver signs once for a whole batch of receipts: how many there are and
+/// the RFC 9162 Merkle root over the leaf hashes of each body's signing bytes, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchHead {
+    pub receiver: PartyId,
+    pub at: Timestamp,
+    pub size: u64,
+    /// Hex Merkle root of the receipt bodies.
+    pub root: String,
+}
+
+impl BatchHead {
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = RECEIPT_BATCH_TAG.to_vec();
+        out.extend(canonical_json(self));
+        out
+    }
+}
+
+/// Shows that one receipt body is in a signed batch: the head and the body's inclusion
+/// proof, so the receipt verifies on its own, without the rest of the batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchProof {
+    pub head: BatchHead,
+    pub index: u64,
+    /// Hex sibling hashes from the leaf up (RFC 9162 inclusion proof).
+    pub path: Vec<String>,
+}
+
+/// The answer to a batch of envelopes: a receipt body for each, one signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBatch {
+    pub head: BatchHead,
+    pub receipts: Vec<ReceiptBody>,
+    /// Base64 Ed25519 signature of the receiver over the head's signing bytes.
+    pub signature: String,
+    /// The receiver's latest signed audit tree head, once for the batch. Signed on its
+    /// own, so it stays out of the head and out of every stored receipt.
+    pub tree_head: Option<SignedTreeHead>,
 }
 
 impl ReceiptBody {
@@ -264,10 +340,15 @@ impl ReceiptBody {
 impl Receipt {
     pub fn sign(body: ReceiptBody, key: &PartyKey) -> Self {
         let signature = key.sign_b64(&body.signing_bytes());
-        Self { body, signature }
+        Self {
+            body,
+            signature,
+            batch: None,
+        }
     }
 
-    /// Checks the receiver's signature and that the receipt is about `envelope`.
+    /// Checks the receiver's signature (directly or through the signed batch head)
+    /// and that the receipt is about `envelope`.
     pub fn verify(&self, receiver: &PublicKey, envelope: &Envelope) -> Result<(), EnvelopeError> {
         if self.body.envelope_id != envelope.header.id
             || self.body.envelope_digest != envelope.digest()
@@ -276,8 +357,34 @@ impl Receipt {
                 "receipt is for another envelope".to_owned(),
             ));
         }
+        let signed = match &self.batch {
+            None => self.body.signing_bytes(),
+            Some(proof) => {
+                if proof.head.receiver != self.body.receiver {
+                    return Err(EnvelopeError::Malformed(
+                        "receipt and its batch name different receivers".to_owned(),
+                    ));
+                }
+                let path = proof
+                    .path
+                    .iter()
+                    .map(|h| parse_hash(h))
+                    .collect::<Result<Vec<Hash>, _>>()?;
+                verify_inclusion(
+                    &leaf_hash(&self.body.signing_bytes()),
+                    proof.index,
+                    proof.head.size,
+                    &path,
+                    &parse_hash(&proof.head.root)?,
+                )
+                .map_err(|e| {
+                    EnvelopeError::Malformed(format!("receipt is not in its batch: {e}"))
+                })?;
+                proof.head.signing_bytes()
+            }
+        };
         receiver
-            .verify_b64(&self.body.signing_bytes(), &self.signature)
+            .verify_b64(&signed, &self.signature)
             .map_err(|source| EnvelopeError::Signature {
                 party: self.body.receiver.to_string(),
                 source,
@@ -289,6 +396,115 @@ impl Receipt {
             return Err(EnvelopeError::TooLarge(bytes.len()));
         }
         serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn parse_hash(text: &str) -> Result<Hash, EnvelopeError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|_| EnvelopeError::Malformed(format!("`{text}` is not a hex SHA-256 hash")))?;
+    Ok(out)
+}
+
+impl ReceiptBatch {
+    /// Signs receipt bodies as one batch. Each body's own `receiver` should be the
+    /// signer's party; the bodies' tree heads are left to the head.
+    pub fn sign(
+        receipts: Vec<ReceiptBody>,
+        at: Timestamp,
+        tree_head: Option<SignedTreeHead>,
+        key: &PartyKey,
+    ) -> Self {
+        let leaves: Vec<Hash> = receipts
+            .iter()
+            .map(|b| leaf_hash(&b.signing_bytes()))
+            .collect();
+        let head = BatchHead {
+            receiver: key.party.clone(),
+            at,
+            size: receipts.len() as u64,
+            root: hex::encode(root_from_leaves(&leaves)),
+        };
+        let signature = key.sign_b64(&head.signing_bytes());
+        Self {
+            head,
+            receipts,
+            signature,
+            tree_head,
+        }
+    }
+
+    /// Parses another party's bytes; size-limited, never panics.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        if bytes.len() > ENCODED_BYTES_MAX {
+            return Err(EnvelopeError::TooLarge(bytes.len()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    /// Checks the one signature against any of `keys` and that the head covers exactly
+    /// these bodies, all from the signer; then splits the batch into receipts that
+    /// each verify alone ([`Receipt::verify`]). Nothing is returned unless all of it
+    /// holds: one altered body refuses the whole batch.
+    pub fn verify_split(self, keys: &[PublicKey]) -> Result<Vec<Receipt>, EnvelopeError> {
+        let bad = |why: &str| Err(EnvelopeError::Malformed(why.to_owned()));
+        if self.head.size != self.receipts.len() as u64 {
+            return bad("receipt batch head counts another number of receipts");
+        }
+        if self
+            .receipts
+            .iter()
+            .any(|b| b.receiver != self.head.receiver)
+        {
+            return bad("receipt batch holds receipts of another receiver");
+        }
+        let leaves: Vec<Hash> = self
+            .receipts
+            .iter()
+            .map(|b| leaf_hash(&b.signing_bytes()))
+            .collect();
+        let (root, paths) = root_and_inclusion_proofs(&leaves);
+        if parse_hash(&self.head.root)? != root {
+            return bad("receipt batch head does not cover these receipts");
+        }
+        let signed = self.head.signing_bytes();
+        let mut last = KeyError::BadSignature;
+        if !keys
+            .iter()
+            .any(|k| match k.verify_b64(&signed, &self.signature) {
+                Ok(()) => true,
+                Err(e) => {
+                    last = e;
+                    false
+                }
+            })
+        {
+            return Err(EnvelopeError::Signature {
+                party: self.head.receiver.to_string(),
+                source: last,
+            });
+        }
+        let head = self.head;
+        let signature = self.signature;
+        Ok(self
+            .receipts
+            .into_iter()
+            .zip(paths)
+            .enumerate()
+            .map(|(index, (body, path))| Receipt {
+                body,
+                signature: signature.clone(),
+                batch: Some(BatchProof {
+                    head: head.clone(),
+                    index: index as u64,
+                    path: path.iter().map(hex::encode).collect(),
+                }),
+            })
+            .collect())
     }
 
     pub fn to_json(&self) -> String {
@@ -385,11 +601,159 @@ mod tests {
         assert_eq!(back, r);
     }
 
+    fn stored_body(env: &Envelope, receiver: &str) -> ReceiptBody {
+        ReceiptBody {
+            envelope_id: env.header.id.clone(),
+            envelope_digest: env.digest(),
+            receiver: PartyId::new(receiver).unwrap(),
+            kind: ReceiptKind::Stored,
+            at: "2019-11-22T12:00:01Z".parse().unwrap(),
+            receiver_label: Some("ROK:II급 비밀".parse().unwrap()),
+            reasons: vec![],
+            acknowledged_by: None,
+            tree_head: None,
+        }
+    }
+
+    fn envelopes(n: u8) -> Vec<Envelope> {
+        let usa = key("USA", 1);
+        (0..n)
+            .map(|i| {
+                Envelope::seal(
+                    Header {
+                        id: EnvelopeId::from_random([i; 16]),
+                        ..header()
+                    },
+                    format!("report {i}"),
+                    &usa,
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn batch(envs: &[Envelope], rok: &PartyKey) -> ReceiptBatch {
+        let at = "2019-11-22T12:00:01Z".parse().unwrap();
+        let sth = SignedTreeHead::sign(
+            "ROK",
+            TreeHead {
+                size: 3,
+                root: [7; 32],
+                timestamp_ms: 1,
+            },
+            rok,
+        );
+        ReceiptBatch::sign(
+            envs.iter().map(|e| stored_body(e, "ROK")).collect(),
+            at,
+            Some(sth),
+            rok,
+        )
+    }
+
+    #[test]
+    fn a_batch_receipt_splits_into_receipts_that_each_verify_alone() {
+        let rok = key("ROK", 3);
+        for n in [1u8, 2, 5, 32] {
+            let envs = envelopes(n);
+            let b = batch(&envs, &rok);
+            let wire = ReceiptBatch::from_json(b.to_json().as_bytes()).unwrap();
+            assert_eq!(wire, b);
+            wire.tree_head
+                .as_ref()
+                .unwrap()
+                .verify(&rok.public())
+                .unwrap();
+            let receipts = wire
+                .verify_split(&[key("X", 9).public(), rok.public()])
+                .unwrap();
+            assert_eq!(receipts.len(), envs.len());
+            for (r, env) in receipts.iter().zip(&envs) {
+                // Stored and read back alone, without the rest of the batch.
+                let alone = Receipt::from_json(r.to_json().as_bytes()).unwrap();
+                alone.verify(&rok.public(), env).unwrap();
+                assert!(alone.verify(&key("USA", 1).public(), env).is_err());
+            }
+            // A receipt is bound to its own envelope, not a neighbour's.
+            if n > 1 {
+                assert!(receipts[0].verify(&rok.public(), &envs[1]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_tampered_batch_is_refused_whole() {
+        let rok = key("ROK", 3);
+        let envs = envelopes(5);
+        let good = batch(&envs, &rok);
+
+        let mut t = good.clone();
+        t.receipts[2].kind = ReceiptKind::Refused;
+        assert!(t.verify_split(&[rok.public()]).is_err());
+        let mut t = good.clone();
+        t.receipts[4].envelope_digest = envs[0].digest();
+        assert!(t.verify_split(&[rok.public()]).is_err());
+        let mut t = good.clone();
+        t.receipts.swap(0, 1);
+        assert!(t.verify_split(&[rok.public()]).is_err());
+        let mut t = good.clone();
+        t.receipts.pop();
+        assert!(t.verify_split(&[rok.public()]).is_err());
+        let mut t = good.clone();
+        t.head.size = 4;
+        t.receipts.pop();
+        assert!(t.verify_split(&[rok.public()]).is_err());
+        let mut t = good.clone();
+        t.head.at = "2019-11-22T12:00:02Z".parse().unwrap();
+        assert!(t.verify_split(&[rok.public()]).is_err());
+        let mut t = good.clone();
+        t.receipts[1].receiver = PartyId::new("JPN").unwrap();
+        assert!(t.verify_split(&[rok.public()]).is_err());
+        assert!(
+            good.clone()
+                .verify_split(&[key("USA", 1).public()])
+                .is_err()
+        );
+        assert!(good.clone().verify_split(&[]).is_err());
+
+        // One receipt taken out of the batch and altered no longer verifies.
+        let receipts = good.verify_split(&[rok.public()]).unwrap();
+        let mut r = receipts[3].clone();
+        r.body.receiver_label = None;
+        assert!(r.verify(&rok.public(), &envs[3]).is_err());
+        let mut r = receipts[3].clone();
+        if let Some(p) = r.batch.as_mut() {
+            p.index = 2;
+        }
+        assert!(r.verify(&rok.public(), &envs[3]).is_err());
+        let mut r = receipts[3].clone();
+        if let Some(p) = r.batch.as_mut() {
+            p.path[0] = hex::encode([0u8; 32]);
+        }
+        assert!(r.verify(&rok.public(), &envs[3]).is_err());
+        let mut r = receipts[3].clone();
+        r.batch = None;
+        assert!(r.verify(&rok.public(), &envs[3]).is_err());
+    }
+
+    #[test]
+    fn verify_any_returns_the_digest() {
+        let usa = key("USA", 1);
+        let env = envelopes(1).remove(0);
+        assert_eq!(
+            env.verify_any(&[key("USA", 2).public(), usa.public()]),
+            Ok(env.digest())
+        );
+        assert!(env.verify_any(&[key("USA", 2).public()]).is_err());
+        assert!(env.verify_any(&[]).is_err());
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bytes in [&b""[..], b"{}", b"null", b"\xff\xfe", b"{\"header\":1}"] {
             assert!(Envelope::from_json(bytes).is_err());
             assert!(Receipt::from_json(bytes).is_err());
+            assert!(ReceiptBatch::from_json(bytes).is_err());
         }
         assert!(EnvelopeId::parse("XYZ").is_err());
         assert!(EnvelopeId::parse(&"a".repeat(32)).is_ok());

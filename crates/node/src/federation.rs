@@ -13,9 +13,12 @@ use liaison_core::audit::AuditEvent;
 use liaison_core::canonical::canonical_json;
 use liaison_core::delivery::{Arrival, on_arrival};
 use liaison_core::envelope::{
-    ENCODED_BYTES_MAX, Envelope, Receipt, ReceiptBody, ReceiptKind, SignedTreeHead,
+    ENCODED_BYTES_MAX, Envelope, EnvelopeId, Receipt, ReceiptBatch, ReceiptBody, ReceiptKind,
+    SignedTreeHead,
 };
 use liaison_core::ids::PartyId;
+use liaison_core::label::Label;
+use liaison_core::precedence::Precedence;
 use liaison_link::PeerParty;
 use liaison_store::{InboxRow, Store};
 use serde::{Deserialize, Serialize};
@@ -31,8 +34,16 @@ pub struct EnvelopeBatch {
     pub envelopes: Vec<serde_json::Value>,
 }
 
+#[derive(Debug, Deserialize)]
+struct RawEnvelopeBatch<'a> {
+    #[serde(borrow)]
+    envelopes: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// Acknowledgement receipts, each signed on its own (a person acknowledges one
+/// message at a time).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ReceiptBatch {
+pub struct AckBatch {
     pub receipts: Vec<Receipt>,
 }
 
@@ -94,12 +105,11 @@ pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
         .with_state(node)
 }
 
-async fn envelopes<S: Store>(
-    State(node): State<Arc<Node<S>>>,
-    Extension(PeerParty(peer)): Extension<PeerParty>,
-    body: axum::body::Bytes,
-) -> Result<Json<ReceiptBatch>, Problem> {
-    let batch: EnvelopeBatch = serde_json::from_slice(&body).map_err(|e| {
+/// Parses, verifies and decides an arrived batch (pure CPU, no IO).
+fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Checked, Problem> {
+    // Each envelope is kept as the peer's own text: parsed once into its type, stored
+    // as received, and one malformed element is refused alone.
+    let batch: RawEnvelopeBatch = serde_json::from_slice(body).map_err(|e| {
         Problem(
             StatusCode::BAD_REQUEST,
             format!("not an envelope batch: {e}"),
@@ -114,67 +124,56 @@ async fn envelopes<S: Store>(
             ),
         ));
     }
-    let peer_id = PartyId::new(&peer).map_err(|e| Problem(StatusCode::FORBIDDEN, e.to_string()))?;
-    let keys = node.party_keys(&peer);
+    let peer_id = PartyId::new(peer).map_err(|e| Problem(StatusCode::FORBIDDEN, e.to_string()))?;
+    let keys = node.party_keys(peer);
     let set = node.agreements();
     let now = node.now();
     let now_ms = now.as_millisecond();
     let consents = node.consents();
     let mut rows = Vec::new();
     let mut audit = Vec::new();
-    // (envelope, Some(receiver label) to store | None refused with reasons)
-    let mut outcomes: Vec<(Envelope, Result<String, Vec<String>>)> = Vec::new();
+    // (id, digest, Ok(receiver label) stored | Err(reasons) refused)
+    let mut outcomes: Vec<(EnvelopeId, String, Result<Label, Vec<String>>)> = Vec::new();
     for raw in batch.envelopes {
-        let env = match Envelope::from_value(raw) {
+        let env = match Envelope::from_json(raw.get().as_bytes()) {
             Ok(e) => e,
             Err(e) => {
                 inc(&node.metrics.tampered);
                 audit.push(node.audit(AuditEvent::TamperedEnvelope {
-                    peer: peer.clone(),
+                    peer: peer.to_owned(),
                     detail: e.to_string(),
                 }));
                 tracing::warn!(%peer, "malformed envelope refused: {e}");
                 continue;
             }
         };
-        let verified = keys.iter().any(|k| env.verify(k).is_ok());
-        if !verified {
-            let why = match keys.first() {
-                Some(k) => env
-                    .verify(k)
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default(),
-                None => format!("no key pinned for `{peer}`"),
-            };
-            inc(&node.metrics.tampered);
-            tracing::warn!(%peer, id = %env.header.id, "tampered envelope refused: {why}");
-            audit.push(node.audit(AuditEvent::TamperedEnvelope {
-                peer: peer.clone(),
-                detail: format!("{}: {why}", env.header.id),
-            }));
-            outcomes.push((env, Err(vec![format!("envelope refused: {why}")])));
-            continue;
-        }
+        let digest = match env.verify_any(&keys) {
+            Ok(d) => d,
+            Err(e) => {
+                let why = if keys.is_empty() {
+                    format!("no key pinned for `{peer}`")
+                } else {
+                    e.to_string()
+                };
+                inc(&node.metrics.tampered);
+                tracing::warn!(%peer, id = %env.header.id, "tampered envelope refused: {why}");
+                audit.push(node.audit(AuditEvent::TamperedEnvelope {
+                    peer: peer.to_owned(),
+                    detail: format!("{}: {why}", env.header.id),
+                }));
+                outcomes.push((
+                    env.header.id.clone(),
+                    env.digest(),
+                    Err(vec![format!("envelope refused: {why}")]),
+                ));
+                continue;
+            }
+        };
         match on_arrival(&set, &node.party, &peer_id, &env, &consents, now) {
             Arrival::Accept { receiver_label, .. } => {
-                let h = &env.header;
-                rows.push(InboxRow {
-                    seq: 0,
-                    envelope_id: h.id.to_string(),
-                    from_desk: h.from.to_string(),
-                    to_desk: h.to.to_string(),
-                    sender_party: peer.clone(),
-                    precedence: h.precedence.rank(),
-                    received_ms: now_ms,
-                    envelope_json: env.to_json(),
-                    receiver_label: receiver_label.to_string(),
-                    body: env.body.clone(),
-                    acked_ms: None,
-                    acked_by: None,
-                    ack_receipt_json: None,
-                    escalated_ms: None,
-                });
+                let Envelope {
+                    header: h, body, ..
+                } = env;
                 audit.push(node.audit(AuditEvent::MessageReceived {
                     id: h.id.to_string(),
                     from: h.from.to_string(),
@@ -182,7 +181,23 @@ async fn envelopes<S: Store>(
                     receiver_label: receiver_label.to_string(),
                     precedence: h.precedence.to_string(),
                 }));
-                outcomes.push((env, Ok(receiver_label.to_string())));
+                rows.push(InboxRow {
+                    seq: 0,
+                    envelope_id: h.id.to_string(),
+                    from_desk: h.from.to_string(),
+                    to_desk: h.to.to_string(),
+                    sender_party: peer.to_owned(),
+                    precedence: h.precedence.rank(),
+                    received_ms: now_ms,
+                    envelope_json: raw.get().to_owned(),
+                    receiver_label: receiver_label.to_string(),
+                    body,
+                    acked_ms: None,
+                    acked_by: None,
+                    ack_receipt_json: None,
+                    escalated_ms: None,
+                });
+                outcomes.push((h.id, digest, Ok(receiver_label)));
             }
             Arrival::Refuse { reasons } => {
                 inc(&node.metrics.arrivals_refused);
@@ -192,52 +207,96 @@ async fn envelopes<S: Store>(
                     from: env.header.from.to_string(),
                     reasons: reasons.clone(),
                 }));
-                outcomes.push((env, Err(reasons)));
+                outcomes.push((env.header.id, digest, Err(reasons)));
             }
         }
     }
-    // Durable before any receipt is signed (rule 6).
-    let fresh = node
-        .store
-        .inbox_insert_batch(&rows, &audit)
+    Ok(Checked {
+        rows,
+        audit,
+        outcomes,
+        now,
+    })
+}
+
+/// What checking an arrived batch decided: inbox rows and audit entries to commit,
+/// and each envelope's outcome to receipt.
+struct Checked {
+    rows: Vec<InboxRow>,
+    audit: Vec<Vec<u8>>,
+    /// (id, digest, Ok(receiver label) stored | Err(reasons) refused)
+    outcomes: Vec<(EnvelopeId, String, Result<Label, Vec<String>>)>,
+    now: Timestamp,
+}
+
+async fn envelopes<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Extension(PeerParty(peer)): Extension<PeerParty>,
+    body: axum::body::Bytes,
+) -> Result<Json<ReceiptBatch>, Problem> {
+    // Parsing and verifying a bulk batch is tens of milliseconds of CPU: on the
+    // blocking pool it does not hold a runtime worker that a FLASH is waiting for.
+    let checker = node.clone();
+    let Checked {
+        rows,
+        audit,
+        outcomes,
+        now,
+    } = tokio::task::spawn_blocking(move || check_batch(&checker, &peer, &body))
         .await
-        .map_err(|e| {
-            Problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot store: {e}"),
-            )
-        })?;
+        .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    // Bulk writes queue for the one writer one at a time, so an urgent batch waits
+    // behind at most one of them.
+    let urgent = rows
+        .iter()
+        .any(|r| r.precedence >= Precedence::Immediate.rank());
+    let turn = if urgent {
+        None
+    } else {
+        node.bulk_writes.acquire().await.ok()
+    };
+    // Durable before any receipt is signed (rule 6).
+    let fresh = node.store.inbox_insert_batch(&rows, &audit).await;
+    drop(turn);
+    let fresh = fresh.map_err(|e| {
+        Problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot store: {e}"),
+        )
+    })?;
     let new = fresh.iter().filter(|b| **b).count() as u64;
     add(&node.metrics.received, new);
     add(&node.metrics.duplicates, fresh.len() as u64 - new);
-    let tree_head = node.latest_tree_head();
-    let receipts = outcomes
+    let bodies = outcomes
         .into_iter()
-        .map(|(env, outcome)| {
+        .map(|(envelope_id, envelope_digest, outcome)| {
             let (kind, receiver_label, reasons) = match outcome {
-                Ok(l) => (ReceiptKind::Stored, l.parse().ok(), Vec::new()),
+                Ok(l) => (ReceiptKind::Stored, Some(l), Vec::new()),
                 Err(r) => (ReceiptKind::Refused, None, r),
             };
-            Receipt::sign(
-                ReceiptBody {
-                    envelope_id: env.header.id.clone(),
-                    envelope_digest: env.digest(),
-                    receiver: node.party.clone(),
-                    kind,
-                    at: now,
-                    receiver_label,
-                    reasons,
-                    acknowledged_by: None,
-                    tree_head: tree_head.clone(),
-                },
-                &node.key,
-            )
+            ReceiptBody {
+                envelope_id,
+                envelope_digest,
+                receiver: node.party.clone(),
+                kind,
+                at: now,
+                receiver_label,
+                reasons,
+                acknowledged_by: None,
+                tree_head: None,
+            }
         })
         .collect();
+    // One signature for the whole batch; each receipt stays verifiable alone.
+    let (key, tree_head) = (node.key.clone(), node.latest_tree_head());
+    let receipts =
+        tokio::task::spawn_blocking(move || ReceiptBatch::sign(bodies, now, tree_head, &key))
+            .await
+            .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if new > 0 {
         crate::events::publish(&node, "inbox");
     }
-    Ok(Json(ReceiptBatch { receipts }))
+    Ok(Json(receipts))
 }
 
 async fn acks<S: Store>(
@@ -245,7 +304,7 @@ async fn acks<S: Store>(
     Extension(PeerParty(peer)): Extension<PeerParty>,
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    let batch: ReceiptBatch = serde_json::from_slice(&body)
+    let batch: AckBatch = serde_json::from_slice(&body)
         .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("not a receipt batch: {e}")))?;
     let keys = node.party_keys(&peer);
     let mut accepted = 0u64;

@@ -142,6 +142,12 @@ pub struct Node<S: Store> {
     /// Serialises checks of peers' tree heads: receipts and heartbeats arrive on many
     /// tasks at once, and one fork must raise one alarm.
     pub peer_log_lock: tokio::sync::Mutex<()>,
+    /// One permit: bulk (PRIORITY and ROUTINE) batch writes take turns for the store's
+    /// single writer, so a FLASH write queues behind at most one of them.
+    pub bulk_writes: tokio::sync::Semaphore,
+    /// Clock time of the last FLASH or IMMEDIATE accept; the bulk lane sends small
+    /// batches for a while after it.
+    urgent_accepted_ms: std::sync::atomic::AtomicI64,
     /// Benchmarks listen here for ids as their receipts are recorded.
     pub delivered_watch: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
@@ -203,6 +209,8 @@ impl<S: Store> Node<S> {
             tree_head: Mutex::new(None),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFER_MAX).0,
             delivered_watch: Mutex::new(None),
+            bulk_writes: tokio::sync::Semaphore::new(1),
+            urgent_accepted_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             peer_log_lock: tokio::sync::Mutex::new(()),
         });
         let writer = group_commit(node.clone(), rx, shutdown);
@@ -213,6 +221,12 @@ impl<S: Store> Node<S> {
         if let Some(n) = self.lane_wakes.get(&(peer.to_owned(), express)) {
             n.notify_one();
         }
+    }
+
+    /// Clock time of the last FLASH or IMMEDIATE accept (`i64::MIN` if none yet).
+    pub fn urgent_accepted_ms(&self) -> i64 {
+        self.urgent_accepted_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn agreements(&self) -> Arc<AgreementSet> {
@@ -571,7 +585,12 @@ impl<S: Store> Node<S> {
             Err(_) => return Err(SendError::Unavailable("node is shutting down".into())),
         }
         inc(&self.metrics.accepted);
-        self.wake_lane(to.party_str(), precedence >= Precedence::Immediate);
+        let urgent = precedence >= Precedence::Immediate;
+        if urgent {
+            self.urgent_accepted_ms
+                .fetch_max(now.as_millisecond(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.wake_lane(to.party_str(), urgent);
         Ok(Accepted {
             id,
             receiver_label: receiver_label.to_string(),

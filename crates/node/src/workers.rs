@@ -2,20 +2,21 @@
 //! senders, hotline heartbeats, FLASH escalation, agreement refresh and signed tree
 //! heads. Each is a loop that asks the core what to do and does the IO.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use liaison_core::audit::AuditEvent;
 use liaison_core::delivery::still_releasable;
-use liaison_core::envelope::{Envelope, ReceiptKind};
+use liaison_core::envelope::{Envelope, Receipt, ReceiptBatch, ReceiptKind, SignedTreeHead};
 use liaison_core::hotline::flash_overdue;
+use liaison_core::precedence::Precedence;
 use liaison_store::{OutboxRow, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::federation::{Heartbeat, HeartbeatBody, HeartbeatReply, ReceiptBatch, heartbeat_bytes};
+use crate::federation::{Heartbeat, HeartbeatBody, HeartbeatReply, heartbeat_bytes};
 use crate::metrics::{add, inc};
 use crate::node::Node;
 
@@ -61,9 +62,11 @@ pub const BULK: Lane = Lane {
 };
 /// Envelopes per express batch: small, so each is on the wire at once.
 pub const EXPRESS_BATCH_MAX: u32 = 32;
-/// How long a batch on the wire keeps its rows from being sent again; longer than
-/// [`FEDERATION_TIMEOUT`], after which a failure reschedules them anyway.
-pub const LEASE: Duration = Duration::from_secs(15);
+/// Envelopes per bulk batch while urgent traffic is about: a bulk batch's writes hold
+/// the store's one writer at both ends, and a FLASH write may have to wait for one.
+pub const BULK_BATCH_WHILE_URGENT: u32 = 32;
+/// How long after the last urgent accept the bulk lane keeps its batches small.
+pub const URGENT_QUIET_MS: i64 = 2_000;
 
 /// Sends one peer's queue for one lane, highest precedence first, in batches.
 pub async fn deliver<S: Store>(
@@ -78,14 +81,26 @@ pub async fn deliver<S: Store>(
         node.config.delivery.batch_max.max(1)
     };
     let wake = node.lane_wakes.get(&(peer.clone(), lane.express)).cloned();
-    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+    // Rows on the wire, by seq: left out of the next fetch so it takes the next batch.
+    // Kept in memory rather than written as a lease: a write costs an fsync on the
+    // path of every batch, and after a restart nothing is on the wire anyway.
+    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::new(Mutex::new(HashSet::new()));
     let mut tasks: JoinSet<()> = JoinSet::new();
     loop {
         if *shutdown.borrow() {
             while tasks.join_next().await.is_some() {}
             return;
         }
-        while tasks.len() >= lane.in_flight_max {
+        // While urgent traffic is about, one bulk batch at a time: the store's one
+        // writer at each end then has room for the FLASH writes between bulk writes.
+        let urgent_about = !lane.express
+            && node
+                .clock
+                .now_ms()
+                .saturating_sub(node.urgent_accepted_ms())
+                < URGENT_QUIET_MS;
+        let in_flight_max = if urgent_about { 1 } else { lane.in_flight_max };
+        while tasks.len() >= in_flight_max {
             let _ = tasks.join_next().await;
         }
         let now = node.now();
@@ -110,14 +125,24 @@ pub async fn deliver<S: Store>(
                 continue;
             }
         }
+        let limit = if urgent_about {
+            batch_max.min(BULK_BATCH_WHILE_URGENT)
+        } else {
+            batch_max
+        };
+        let busy: Vec<i64> = in_flight
+            .lock()
+            .map(|g| g.iter().copied().collect())
+            .unwrap_or_default();
         let due = match node
             .store
-            .outbox_due_range(
+            .outbox_due_range_excluding(
                 &peer,
                 now.as_millisecond(),
-                batch_max,
+                limit,
                 lane.precedence_min,
                 lane.precedence_max,
+                &busy,
             )
             .await
         {
@@ -129,13 +154,6 @@ pub async fn deliver<S: Store>(
                 }
                 continue;
             }
-        };
-        let due: Vec<OutboxRow> = {
-            let busy = in_flight.lock().map(|g| g.clone()).unwrap_or_default();
-            due.into_iter()
-                .filter(|r| !busy.contains(&r.envelope_id))
-                .take(batch_max as usize)
-                .collect()
         };
         if due.is_empty() {
             tokio::select! {
@@ -150,7 +168,7 @@ pub async fn deliver<S: Store>(
         // while waiting bounces with the reason.
         let set = node.agreements();
         let consents = node.consents();
-        let mut sending: Vec<(OutboxRow, Envelope)> = Vec::with_capacity(due.len());
+        let mut sending: Vec<Sending> = Vec::with_capacity(due.len());
         for row in due {
             let env = match Envelope::from_json(row.envelope_json.as_bytes()) {
                 Ok(e) => e,
@@ -174,39 +192,52 @@ pub async fn deliver<S: Store>(
                 .await;
                 continue;
             }
-            sending.push((row, env));
+            let digest = env.digest();
+            sending.push(Sending { row, env, digest });
         }
         if sending.is_empty() {
             continue;
         }
-        // Leased to this attempt, so the next fetch finds the next batch, not these.
-        let ids: Vec<String> = sending.iter().map(|(r, _)| r.envelope_id.clone()).collect();
-        let lease_ms = node.clock.now_ms().saturating_add(
-            i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX)
-                * node.clock.speed().max(1.0) as i64,
-        );
-        if let Err(e) = node.store.outbox_lease(&ids, lease_ms).await {
-            tracing::error!(%peer, "cannot lease outbox rows: {e}");
-        }
+        let seqs: Vec<i64> = sending.iter().map(|s| s.row.seq).collect();
         if let Ok(mut g) = in_flight.lock() {
-            g.extend(ids);
+            g.extend(seqs.iter().copied());
         }
         let node = node.clone();
         let peer = peer.clone();
         let in_flight = in_flight.clone();
         tasks.spawn(async move {
-            let ids: Vec<String> = sending.iter().map(|(r, _)| r.envelope_id.clone()).collect();
-            send_batch(&node, &peer, sending).await;
+            let head = send_batch(&node, &peer, sending).await;
             if let Ok(mut g) = in_flight.lock() {
-                for id in &ids {
-                    g.remove(id);
+                for seq in &seqs {
+                    g.remove(seq);
                 }
+            }
+            // Off the lane: a consistency check may ask the peer for a proof, and the
+            // next batch need not wait for it.
+            if let Some(sth) = head {
+                tokio::spawn(async move {
+                    crate::audit::observe_peer_head(&node, &peer, &sth).await;
+                });
             }
         });
     }
 }
 
-async fn send_batch<S: Store>(node: &Node<S>, peer: &str, sending: Vec<(OutboxRow, Envelope)>) {
+/// An outbox row on its way, with its parsed envelope and that envelope's digest
+/// (what the receipt must name), computed once.
+#[derive(Debug)]
+struct Sending {
+    row: OutboxRow,
+    env: Envelope,
+    digest: String,
+}
+
+/// Returns the peer's signed tree head from a verified receipt batch, to be observed.
+async fn send_batch<S: Store>(
+    node: &Node<S>,
+    peer: &str,
+    sending: Vec<Sending>,
+) -> Option<SignedTreeHead> {
     if !node.pins.is_pinned(peer) {
         retry_all(
             node,
@@ -214,18 +245,18 @@ async fn send_batch<S: Store>(node: &Node<S>, peer: &str, sending: Vec<(OutboxRo
             &format!("no agreement in force pins a key for `{peer}`"),
         )
         .await;
-        return;
+        return None;
     }
     let addresses = node.config.peer_addresses(peer);
     let body = format!(
         "{{\"envelopes\":[{}]}}",
         sending
             .iter()
-            .map(|(r, _)| r.envelope_json.as_str())
+            .map(|s| s.row.envelope_json.as_str())
             .collect::<Vec<_>>()
             .join(",")
     );
-    match node
+    let answer = node
         .client
         .post(
             peer,
@@ -234,21 +265,19 @@ async fn send_batch<S: Store>(node: &Node<S>, peer: &str, sending: Vec<(OutboxRo
             Bytes::from(body),
             FEDERATION_TIMEOUT,
         )
-        .await
-    {
-        Ok((status, bytes)) if status.is_success() => {
-            match serde_json::from_slice::<ReceiptBatch>(&bytes) {
-                Ok(receipts) => settle(node, peer, sending, receipts).await,
-                Err(e) => {
-                    retry_all(
-                        node,
-                        &sending,
-                        &format!("peer answered with unreadable receipts: {e}"),
-                    )
-                    .await
-                }
+        .await;
+    match answer {
+        Ok((status, bytes)) if status.is_success() => match ReceiptBatch::from_json(&bytes) {
+            Ok(receipts) => return settle(node, peer, sending, receipts).await,
+            Err(e) => {
+                retry_all(
+                    node,
+                    &sending,
+                    &format!("peer answered with unreadable receipts: {e}"),
+                )
+                .await
             }
-        }
+        },
         Ok((status, bytes)) => {
             let why = format!(
                 "peer answered {status}: {}",
@@ -261,6 +290,7 @@ async fn send_batch<S: Store>(node: &Node<S>, peer: &str, sending: Vec<(OutboxRo
         }
         Err(e) => retry_all(node, &sending, &e.to_string()).await,
     }
+    None
 }
 
 async fn bounce<S: Store>(node: &Node<S>, id: &str, reasons: Vec<String>) {
@@ -283,77 +313,111 @@ async fn bounce<S: Store>(node: &Node<S>, id: &str, reasons: Vec<String>) {
     }
 }
 
-async fn retry_all<S: Store>(node: &Node<S>, rows: &[(OutboxRow, Envelope)], why: &str) {
+async fn retry_all<S: Store>(node: &Node<S>, rows: &[Sending], why: &str) {
     let now_ms = node.clock.now_ms();
-    for (row, _) in rows {
-        let attempts = row.attempts.saturating_add(1);
-        let next = node
-            .retry
-            .next_attempt_ms(now_ms, attempts, node.random.u64());
-        if let Err(e) = node
-            .store
-            .outbox_retry(&row.envelope_id, attempts, next, why)
-            .await
-        {
-            tracing::error!(id = %row.envelope_id, "cannot schedule retry: {e}");
-        }
+    let retries: Vec<(String, u32, i64)> = rows
+        .iter()
+        .map(|s| {
+            let attempts = s.row.attempts.saturating_add(1);
+            let next = node
+                .retry
+                .next_attempt_ms(now_ms, attempts, node.random.u64());
+            (s.row.envelope_id.clone(), attempts, next)
+        })
+        .collect();
+    // One transaction (one fsync) for the batch, not one per envelope.
+    if let Err(e) = node.store.outbox_retry_batch(&retries, why).await {
+        tracing::error!(count = rows.len(), "cannot schedule retries: {e}");
     }
     add(&node.metrics.retries, rows.len() as u64);
     tracing::debug!(count = rows.len(), "delivery failed, retrying later: {why}");
 }
 
-/// Matches receipts to what was sent; only a valid receipt from the peer's pinned key
-/// releases an envelope from the outbox.
+/// Matches receipts to what was sent; only a batch signed by the peer's pinned key,
+/// naming exactly an envelope's digest, releases that envelope from the outbox.
+/// Returns the batch's tree head once the batch verified.
 async fn settle<S: Store>(
     node: &Node<S>,
     peer: &str,
-    sent: Vec<(OutboxRow, Envelope)>,
+    sent: Vec<Sending>,
     batch: ReceiptBatch,
-) {
+) -> Option<SignedTreeHead> {
     let keys = node.party_keys(peer);
+    let tree_head = batch.tree_head.clone();
+    let receipts = if batch.head.receiver.as_str() == peer {
+        // Hashing every body is CPU work the runtime's workers should not wait on.
+        tokio::task::spawn_blocking(move || batch.verify_split(&keys))
+            .await
+            .unwrap_or_else(|e| {
+                Err(liaison_core::envelope::EnvelopeError::Malformed(format!(
+                    "receipt check stopped: {e}"
+                )))
+            })
+    } else {
+        Err(liaison_core::envelope::EnvelopeError::Malformed(format!(
+            "receipts are from `{}`",
+            batch.head.receiver
+        )))
+    };
+    let receipts = match receipts {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(%peer, "receipt batch does not verify, keeping the envelopes: {e}");
+            retry_all(node, &sent, "no valid receipt").await;
+            return None;
+        }
+    };
+    let urgent = sent
+        .iter()
+        .any(|s| s.row.precedence >= Precedence::Immediate.rank());
+    let by_id: HashMap<&str, &Receipt> = receipts
+        .iter()
+        .map(|r| (r.body.envelope_id.as_str(), r))
+        .collect();
     let mut delivered: Vec<(String, String)> = Vec::new();
     let mut audit = Vec::new();
-    let mut unanswered: Vec<(OutboxRow, Envelope)> = Vec::new();
-    for (row, env) in sent {
-        let receipt = batch
-            .receipts
-            .iter()
-            .find(|r| r.body.envelope_id == env.header.id);
-        let Some(r) = receipt else {
-            unanswered.push((row, env));
+    let mut unanswered: Vec<Sending> = Vec::new();
+    for s in sent {
+        let Some(r) = by_id.get(s.row.envelope_id.as_str()) else {
+            unanswered.push(s);
             continue;
         };
-        if r.body.receiver.as_str() != peer || !keys.iter().any(|k| r.verify(k, &env).is_ok()) {
-            tracing::warn!(%peer, id = %env.header.id, "receipt does not verify; keeping the envelope");
-            unanswered.push((row, env));
+        if r.body.envelope_id != s.env.header.id || r.body.envelope_digest != s.digest {
+            tracing::warn!(%peer, id = %s.env.header.id, "receipt names another digest; keeping the envelope");
+            unanswered.push(s);
             continue;
         }
         match r.body.kind {
             ReceiptKind::Stored => {
                 audit.push(node.audit(AuditEvent::ReceiptReceived {
-                    id: row.envelope_id.clone(),
+                    id: s.row.envelope_id.clone(),
                     receipt: "stored".into(),
                     peer: peer.to_owned(),
                 }));
-                delivered.push((row.envelope_id.clone(), r.to_json()));
+                delivered.push((s.row.envelope_id, r.to_json()));
             }
             ReceiptKind::Refused => {
                 let mut reasons = vec![format!("refused by `{peer}`")];
                 reasons.extend(r.body.reasons.iter().cloned());
-                bounce(node, &row.envelope_id, reasons).await;
+                bounce(node, &s.row.envelope_id, reasons).await;
             }
-            ReceiptKind::Acknowledged => unanswered.push((row, env)),
-        }
-        if let Some(sth) = &r.body.tree_head {
-            crate::audit::observe_peer_head(node, peer, sth).await;
+            ReceiptKind::Acknowledged => unanswered.push(s),
         }
     }
     if !delivered.is_empty() {
-        match node
+        // Bulk writes queue for the one writer one at a time, so an urgent write waits
+        // behind at most one of them.
+        let turn = if urgent {
+            None
+        } else {
+            node.bulk_writes.acquire().await.ok()
+        };
+        let recorded = node
             .store
             .outbox_delivered(&delivered, node.clock.now_ms(), &audit)
-            .await
-        {
+            .await;
+        drop(turn);
+        match recorded {
             Ok(flags) => {
                 add(
                     &node.metrics.delivered,
@@ -376,6 +440,7 @@ async fn settle<S: Store>(
     if !unanswered.is_empty() {
         retry_all(node, &unanswered, "no valid receipt").await;
     }
+    tree_head
 }
 
 /// Sends acknowledgement receipts back to the peers whose messages were acknowledged.
@@ -617,11 +682,13 @@ pub async fn escalations<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Rece
                 .await
             {
                 Ok(_) => {
+                    // Counted as soon as it is recorded: whoever sees the escalation
+                    // listed sees it counted too.
+                    inc(&node.metrics.escalations);
                     let _ = node
                         .store
                         .inbox_mark_escalated(&row.envelope_id, now_ms)
                         .await;
-                    inc(&node.metrics.escalations);
                     tracing::warn!(id = %row.envelope_id, "{reason}");
                     crate::events::publish(&node, "escalations");
                 }

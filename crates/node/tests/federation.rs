@@ -324,8 +324,16 @@ async fn unpinned_keys_and_tampered_envelopes_are_refused_and_logged() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let receipts: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(receipts["receipts"][0]["body"]["kind"], "refused");
+    // One signed batch: the refusal is receipted, for exactly what arrived.
+    let batch = liaison_core::envelope::ReceiptBatch::from_json(&body).unwrap();
+    let receipts = batch.verify_split(&[c.party_key("USA").public()]).unwrap();
+    assert_eq!(
+        receipts[0].body.kind,
+        liaison_core::envelope::ReceiptKind::Refused
+    );
+    receipts[0]
+        .verify(&c.party_key("USA").public(), &env)
+        .unwrap();
     let (_, metrics) = c.api("USA", "GET", "/metrics", None).await;
     assert!(
         metrics.contains("liaison_envelopes_tampered_total 1"),

@@ -86,6 +86,18 @@ pub trait Store: Send + Sync + Clone + 'static {
         precedence_max: u8,
     ) -> impl Future<Output = StoreResult<Vec<OutboxRow>>> + Send;
 
+    /// [`Store::outbox_due_range`] skipping the rows whose `seq` is in `exclude`: a
+    /// delivery lane leaves out what it has on the wire without writing a lease.
+    fn outbox_due_range_excluding(
+        &self,
+        peer: &str,
+        now_ms: i64,
+        limit: u32,
+        precedence_min: u8,
+        precedence_max: u8,
+        exclude: &[i64],
+    ) -> impl Future<Output = StoreResult<Vec<OutboxRow>>> + Send;
+
     /// Leases queued messages to one send attempt: they are not due again before
     /// `until_ms` (a failed attempt reschedules them sooner). Returns how many changed.
     fn outbox_lease(
@@ -115,6 +127,14 @@ pub trait Store: Send + Sync + Clone + 'static {
         next_attempt_ms: i64,
         last_error: &str,
     ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    /// [`Store::outbox_retry`] for many messages `(envelope_id, attempts,
+    /// next_attempt_ms)` in one transaction. Returns how many changed.
+    fn outbox_retry_batch(
+        &self,
+        retries: &[(String, u32, i64)],
+        last_error: &str,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Gives up on a queued message. Returns `false` (changing nothing) if it
     /// is unknown or no longer queued.

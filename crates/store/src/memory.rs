@@ -473,10 +473,10 @@ impl MemoryStore {
         let theirs = other.lock("same_durable_state")?;
         Ok(mine == theirs.durable)
     }
+}
 
-    /// [`Store::outbox_due_range`] skipping the rows whose `seq` is in `exclude`: a
-    /// delivery lane leaves out what it has on the wire without writing a lease.
-    pub async fn outbox_due_range_excluding(
+impl Store for MemoryStore {
+    async fn outbox_due_range_excluding(
         &self,
         peer: &str,
         now_ms: i64,
@@ -496,9 +496,7 @@ impl MemoryStore {
         })
     }
 
-    /// [`Store::outbox_retry`] for many messages `(envelope_id, attempts,
-    /// next_attempt_ms)` in one transaction. Returns how many changed.
-    pub async fn outbox_retry_batch(
+    async fn outbox_retry_batch(
         &self,
         retries: &[(String, u32, i64)],
         last_error: &str,
@@ -514,9 +512,7 @@ impl MemoryStore {
             Ok(changed)
         })
     }
-}
 
-impl Store for MemoryStore {
     async fn outbox_insert(&self, row: &OutboxRow) -> StoreResult<bool> {
         let fresh = self.write("outbox_insert", |s| {
             s.insert_outbox("outbox_insert", std::slice::from_ref(row), &[])

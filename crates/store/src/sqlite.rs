@@ -103,6 +103,16 @@ const OUTBOX_DUE: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, pre
     LIMIT ?3";
 
 /// [`OUTBOX_DUE`] within a precedence range.
+const OUTBOX_DUE_RANGE_EXCLUDING: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, \
+    precedence, created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, \
+    receipt_json, bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms \
+    FROM outbox INDEXED BY outbox_due_idx \
+    WHERE peer = ?1 AND state = 'queued' AND next_attempt_ms <= ?2 \
+      AND precedence BETWEEN ?4 AND ?5 \
+      AND seq NOT IN (SELECT value FROM json_each(?6)) \
+    ORDER BY precedence DESC, created_ms ASC, seq ASC \
+    LIMIT ?3";
+
 const OUTBOX_DUE_RANGE: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, precedence, \
     created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, \
     bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms \
@@ -662,6 +672,40 @@ impl Store for SqliteStore {
         self.fetch_outbox("outbox_due_range", q).await
     }
 
+    async fn outbox_due_range_excluding(
+        &self,
+        peer: &str,
+        now_ms: i64,
+        limit: u32,
+        precedence_min: u8,
+        precedence_max: u8,
+        exclude: &[i64],
+    ) -> StoreResult<Vec<OutboxRow>> {
+        if exclude.is_empty() {
+            return self
+                .outbox_due_range(peer, now_ms, limit, precedence_min, precedence_max)
+                .await;
+        }
+        // One JSON array parameter however many rows are excluded; SQLite builds the
+        // set once and the index scan skips its members.
+        let list = format!(
+            "[{}]",
+            exclude
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let q = sqlx::query(OUTBOX_DUE_RANGE_EXCLUDING)
+            .bind(peer)
+            .bind(now_ms)
+            .bind(limit_of(limit))
+            .bind(i64::from(precedence_min))
+            .bind(i64::from(precedence_max))
+            .bind(list);
+        self.fetch_outbox("outbox_due_range_excluding", q).await
+    }
+
     async fn outbox_lease(&self, envelope_ids: &[String], until_ms: i64) -> StoreResult<u64> {
         const OP: &str = "outbox_lease";
         if envelope_ids.is_empty() {
@@ -752,6 +796,42 @@ impl Store for SqliteStore {
         .await
         .map_err(self.err("outbox_retry"))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn outbox_retry_batch(
+        &self,
+        retries: &[(String, u32, i64)],
+        last_error: &str,
+    ) -> StoreResult<u64> {
+        const OP: &str = "outbox_retry_batch";
+        if retries.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write(OP).await?;
+        let mut changed = 0;
+        for chunk in retries.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| format!("(?{}, ?{}, ?{})", 2 + 3 * k, 3 + 3 * k, 4 + 3 * k))
+                .collect();
+            let sql = format!(
+                "UPDATE outbox SET attempts = v.column2, next_attempt_ms = v.column3, \
+                 last_error = ?1 \
+                 FROM (VALUES {}) AS v \
+                 WHERE outbox.envelope_id = v.column1 AND outbox.state = 'queued'",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(last_error);
+            for (id, attempts, next) in chunk {
+                q = q.bind(id).bind(i64::from(*attempts)).bind(*next);
+            }
+            changed += q
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err(OP))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(self.err(OP))?;
+        Ok(changed)
     }
 
     async fn outbox_bounce(

@@ -87,6 +87,8 @@ against_both!(
     inbox_batch_is_idempotent_including_inside_a_batch,
     due_orders_flash_first_regardless_of_age_then_oldest_then_seq,
     retry_scheduling_excludes_rows_not_yet_due,
+    due_rows_can_leave_out_what_is_on_the_wire,
+    retries_of_a_batch_are_scheduled_together,
     bounced_and_delivered_rows_leave_the_due_set,
     outbox_list_pages_newest_first_and_filters_by_desk,
     outbox_ack_first_wins,
@@ -266,6 +268,74 @@ async fn retry_scheduling_excludes_rows_not_yet_due<S: Store>(s: S) {
     assert_eq!(s.outbox_peers_with_due(500).await.unwrap(), ["cert"]);
     assert!(!s.outbox_retry("unknown", 1, 1, "x").await.unwrap());
     assert_eq!(s.outbox_next_due_ms("nobody").await.unwrap(), None);
+}
+
+async fn due_rows_can_leave_out_what_is_on_the_wire<S: Store>(s: S) {
+    s.outbox_insert_batch(
+        &[
+            out("a", "cert", 3, 1),
+            out("b", "cert", 0, 2),
+            out("c", "cert", 0, 3),
+            out("d", "cert", 2, 4),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    let all = s.outbox_due_range("cert", 100, 10, 0, 3).await.unwrap();
+    assert_eq!(ids_out(&all), ["a", "d", "b", "c"]);
+    let seq = |id: &str| all.iter().find(|r| r.envelope_id == id).unwrap().seq;
+    let due = s
+        .outbox_due_range_excluding("cert", 100, 10, 0, 3, &[seq("a"), seq("b")])
+        .await
+        .unwrap();
+    assert_eq!(ids_out(&due), ["d", "c"]);
+    let due = s
+        .outbox_due_range_excluding("cert", 100, 1, 0, 1, &[seq("b")])
+        .await
+        .unwrap();
+    assert_eq!(ids_out(&due), ["c"]);
+    let due = s
+        .outbox_due_range_excluding("cert", 100, 10, 0, 3, &[])
+        .await
+        .unwrap();
+    assert_eq!(ids_out(&due), ["a", "d", "b", "c"]);
+}
+
+async fn retries_of_a_batch_are_scheduled_together<S: Store>(s: S) {
+    s.outbox_insert_batch(
+        &[
+            out("a", "cert", 3, 1),
+            out("b", "cert", 0, 2),
+            out("c", "cert", 0, 3),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    s.outbox_bounce("c", "gone", 5, &[]).await.unwrap();
+    let changed = s
+        .outbox_retry_batch(
+            &[
+                ("a".to_owned(), 1, 500),
+                ("b".to_owned(), 2, 700),
+                ("c".to_owned(), 1, 1),
+                ("unknown".to_owned(), 1, 1),
+            ],
+            "peer down",
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 2);
+    assert!(s.outbox_due("cert", 499, 10).await.unwrap().is_empty());
+    let a = s.outbox_get("a").await.unwrap().unwrap();
+    assert_eq!((a.attempts, a.next_attempt_ms), (1, 500));
+    assert_eq!(a.last_error.as_deref(), Some("peer down"));
+    let b = s.outbox_get("b").await.unwrap().unwrap();
+    assert_eq!((b.attempts, b.next_attempt_ms), (2, 700));
+    let c = s.outbox_get("c").await.unwrap().unwrap();
+    assert_eq!(c.state, OutboxState::Bounced);
+    assert_eq!(s.outbox_retry_batch(&[], "x").await.unwrap(), 0);
 }
 
 async fn bounced_and_delivered_rows_leave_the_due_set<S: Store>(s: S) {
