@@ -242,7 +242,7 @@ async fn envelopes<S: Store>(
         audit,
         outcomes,
         now,
-    } = tokio::task::spawn_blocking(move || check_batch(&checker, &peer, &body))
+    } = crate::cpu::run(move || check_batch(&checker, &peer, &body))
         .await
         .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     // Bulk writes queue for the one writer one at a time, so an urgent batch waits
@@ -289,10 +289,9 @@ async fn envelopes<S: Store>(
         .collect();
     // One signature for the whole batch; each receipt stays verifiable alone.
     let (key, tree_head) = (node.key.clone(), node.latest_tree_head());
-    let receipts =
-        tokio::task::spawn_blocking(move || ReceiptBatch::sign(bodies, now, tree_head, &key))
-            .await
-            .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let receipts = crate::cpu::run(move || ReceiptBatch::sign(bodies, now, tree_head, &key))
+        .await
+        .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if new > 0 {
         crate::events::publish(&node, "inbox");
     }

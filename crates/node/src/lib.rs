@@ -7,6 +7,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod cpu;
 pub mod demo;
 pub mod events;
 pub mod federation;

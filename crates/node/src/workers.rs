@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use liaison_core::audit::AuditEvent;
@@ -346,7 +348,7 @@ async fn settle<S: Store>(
     let tree_head = batch.tree_head.clone();
     let receipts = if batch.head.receiver.as_str() == peer {
         // Hashing every body is CPU work the runtime's workers should not wait on.
-        tokio::task::spawn_blocking(move || batch.verify_split(&keys))
+        crate::cpu::run(move || batch.verify_split(&keys))
             .await
             .unwrap_or_else(|e| {
                 Err(liaison_core::envelope::EnvelopeError::Malformed(format!(
