@@ -156,6 +156,20 @@ impl AgreementSet {
         })
     }
 
+    /// Every desk the agreements declare for `party`, sorted, once each.
+    pub fn party_desks(&self, party: &str) -> Vec<String> {
+        let mut desks: Vec<String> = self
+            .agreements
+            .iter()
+            .flat_map(|c| c.agreement.parties.iter())
+            .filter(|p| p.id.as_str() == party)
+            .flat_map(|p| p.desks.iter().map(|d| d.id.as_str().to_owned()))
+            .collect();
+        desks.sort();
+        desks.dedup();
+        desks
+    }
+
     /// The lowest and highest place on the common scale that the agreements give
     /// `level` of `scheme` (a party's own level, or a common one). Agreements normally
     /// agree; where they do not, clearance checks use the conservative end of the range.

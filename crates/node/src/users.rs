@@ -210,14 +210,7 @@ impl Principal {
 
     /// Desks this principal acts for, among those the agreements know for `party`.
     pub fn desk_list(&self, set: &AgreementSet, party: &str) -> Vec<String> {
-        let mut all: Vec<String> = set
-            .iter()
-            .flat_map(|c| c.agreement.parties.iter())
-            .filter(|p| p.id.as_str() == party)
-            .flat_map(|p| p.desks.iter().map(|d| d.id.as_str().to_owned()))
-            .collect();
-        all.sort();
-        all.dedup();
+        let mut all = set.party_desks(party);
         all.retain(|d| self.may_use_desk(d).is_ok());
         all
     }
@@ -320,7 +313,7 @@ pub fn sha256_hex(s: &str) -> String {
 }
 
 /// Compares secrets' digests in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

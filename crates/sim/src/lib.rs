@@ -665,7 +665,7 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
             };
             // Nothing arrived that the receiver's agreements refused at that instant,
             // nothing arrived that nobody accepted, and each id at most once.
-            for desk in set_desks(&set, party) {
+            for desk in set.party_desks(party) {
                 let rows = r.inbox_list(&desk, 100_000, None).await.unwrap_or_default();
                 let mut seen = std::collections::BTreeSet::new();
                 for row in rows {
@@ -760,18 +760,6 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
             }
         }
     });
-}
-
-fn set_desks(set: &liaison_core::release::AgreementSet, party: &str) -> Vec<String> {
-    let mut d: Vec<String> = set
-        .iter()
-        .flat_map(|c| c.agreement.parties.iter())
-        .filter(|p| p.id.as_str() == party)
-        .flat_map(|p| p.desks.iter().map(|d| d.id.as_str().to_owned()))
-        .collect();
-    d.sort();
-    d.dedup();
-    d
 }
 
 fn receipt_verifies(
