@@ -242,7 +242,7 @@ pub fn api_bodies(data: &[u8]) {
     let Some((which, body)) = data.split_first() else {
         return;
     };
-    match which % 6 {
+    match which % 7 {
         0 => {
             if let Ok(req) = serde_json::from_slice::<liaison_node::node::SendRequest>(body) {
                 // The checks the node makes before deciding, all on the person's text.
@@ -285,8 +285,14 @@ pub fn api_bodies(data: &[u8]) {
                 let _ = serde_json::to_vec(&hb);
             }
         }
-        _ => {
+        5 => {
             let _ = serde_json::from_slice::<liaison_node::audit::ConsistencyRequest>(body);
+        }
+        _ => {
+            // A sender's question about envelopes it can no longer send.
+            if let Ok(q) = serde_json::from_slice::<liaison_node::federation::SettleRequest>(body) {
+                let _ = serde_json::to_vec(&q);
+            }
         }
     }
 }

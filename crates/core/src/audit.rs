@@ -103,6 +103,14 @@ pub enum AuditEvent {
         peer: String,
         detail: String,
     },
+    /// A sender asked about envelopes it had sent but could no longer send (their
+    /// agreement stopped allowing them before a receipt came back). Each id this
+    /// node held was answered with a receipt; every other id was answered "not
+    /// held" and is refused for good, so a copy still in flight never lands.
+    EnvelopesSettled {
+        peer: String,
+        ids: Vec<String>,
+    },
     /// An account was created or changed (`change` names what, never a secret).
     AccountChanged {
         name: String,
@@ -152,6 +160,7 @@ impl AuditEvent {
             Self::ConsentWithdrawn { .. } => "consent-withdrawn",
             Self::PeerForked { .. } => "peer-forked",
             Self::TamperedEnvelope { .. } => "tampered-envelope",
+            Self::EnvelopesSettled { .. } => "envelopes-settled",
             Self::AccountChanged { .. } => "account-changed",
         }
     }

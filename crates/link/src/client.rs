@@ -118,7 +118,7 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<(http::StatusCode, Bytes), LinkError> {
-        if !self.inner.pins.is_pinned(party) {
+        if !self.inner.pins.can_reach(party) {
             return Err(LinkError::Handshake {
                 party: party.to_owned(),
                 reason: "party is not pinned".to_owned(),

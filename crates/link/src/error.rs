@@ -31,3 +31,15 @@ pub enum LinkError {
     #[error("certificate error: {0}")]
     Cert(String),
 }
+
+impl LinkError {
+    /// Whether the request certainly never reached the peer's application: no
+    /// connection, or a handshake either side refused. After a timeout or an HTTP/2
+    /// failure it may have been received and acted on.
+    pub fn never_reached_peer(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Handshake { .. } | Self::Tls(_) | Self::Cert(_)
+        )
+    }
+}

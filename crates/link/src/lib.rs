@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use client::{Client, DIAL_TIMEOUT, RESPONSE_MAX};
 pub use error::LinkError;
 pub use identity::Identity;
-pub use pins::Pins;
+pub use pins::{Pins, Standing};
 pub use server::{CONNECTIONS_MAX, HANDSHAKE_TIMEOUT, SHUTDOWN_GRACE, serve};
 pub use transport::{BoxStream, DialFuture, Dialer, Listener, Stream, TcpDialer};
 
@@ -43,6 +43,12 @@ pub use transport::{BoxStream, DialFuture, Dialer, Listener, Stream, TcpDialer};
 /// `request.extensions().get::<PeerParty>()`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerParty(pub String);
+
+/// The calling party's [`Standing`] when the request arrived, inserted beside
+/// [`PeerParty`]: a node answers a [`Standing::Settling`] peer only about
+/// envelopes sent earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerStanding(pub Standing);
 
 /// Counters a node can export as metrics. Shared between the server and
 /// client of a node (or kept separate), always behind an `Arc`.

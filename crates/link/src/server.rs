@@ -14,7 +14,7 @@ use tower::ServiceExt as _;
 
 use crate::transport::{Listener, Stream};
 use crate::verify::{PinnedClientVerifier, ed25519_key_of};
-use crate::{Identity, LinkError, LinkStats, PeerParty, Pins, bump};
+use crate::{Identity, LinkError, LinkStats, PeerParty, PeerStanding, Pins, bump};
 
 /// Most inbound connections served at once; further peers wait in the
 /// listen backlog until one closes.
@@ -163,9 +163,9 @@ impl ConnCtx {
         let router = self.router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let router = router.clone();
-            let party = pins.party_of(&key);
+            let standing = pins.standing_of(&key);
             async move {
-                let Some(party) = party else {
+                let Some((party, standing)) = standing else {
                     let mut resp = axum::response::Response::new(axum::body::Body::from(
                         "peer is no longer pinned",
                     ));
@@ -173,6 +173,7 @@ impl ConnCtx {
                     return Ok::<_, Infallible>(resp);
                 };
                 req.extensions_mut().insert(PeerParty(party));
+                req.extensions_mut().insert(PeerStanding(standing));
                 router.oneshot(req).await
             }
         });

@@ -1,5 +1,8 @@
 //! The federation API peers call over mutual TLS: envelopes in, receipts out;
-//! acknowledgement receipts; signed heartbeats.
+//! acknowledgement receipts; signed heartbeats; and settling, where a sender asks
+//! about envelopes it sent but can no longer send, and gets a signed answer for each
+//! (a receipt if this node holds it, otherwise "not held", after which this node
+//! refuses that id for good).
 
 use std::sync::Arc;
 
@@ -19,7 +22,7 @@ use liaison_core::envelope::{
 use liaison_core::ids::PartyId;
 use liaison_core::label::Label;
 use liaison_core::precedence::Precedence;
-use liaison_link::PeerParty;
+use liaison_link::{PeerParty, PeerStanding, Standing};
 use liaison_store::{InboxRow, Store};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +41,25 @@ pub struct EnvelopeBatch {
 struct RawEnvelopeBatch<'a> {
     #[serde(borrow)]
     envelopes: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// Where a sender asks about envelopes it sent but can no longer send.
+pub const SETTLE_PATH: &str = "/federation/v1/settle";
+const ACKS_PATH: &str = "/federation/v1/acks";
+
+/// A sender's question: does the receiver hold these envelopes (by id, and the
+/// digest the receipt must name)? No content crosses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SettleRequest {
+    pub envelopes: Vec<SettleQuestion>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SettleQuestion {
+    pub id: EnvelopeId,
+    pub digest: String,
 }
 
 /// Acknowledgement receipts, each signed on its own (a person acknowledges one
@@ -99,10 +121,41 @@ impl IntoResponse for Problem {
 pub fn router<S: Store>(node: Arc<Node<S>>) -> Router {
     Router::new()
         .route("/federation/v1/envelopes", post(envelopes::<S>))
-        .route("/federation/v1/acks", post(acks::<S>))
+        .route(ACKS_PATH, post(acks::<S>))
         .route("/federation/v1/heartbeat", post(heartbeat::<S>))
+        .route(SETTLE_PATH, post(settle::<S>))
+        .layer(axum::middleware::from_fn(settling_only_settles))
         .layer(DefaultBodyLimit::max(ENCODED_BYTES_MAX * 4))
         .with_state(node)
+}
+
+/// A peer pinned only for settling (no agreement in force with it now) may ask about
+/// earlier envelopes and return acknowledgements of them; nothing new crosses.
+async fn settling_only_settles(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let settling = req
+        .extensions()
+        .get::<PeerStanding>()
+        .is_some_and(|s| s.0 == Standing::Settling);
+    let path = req.uri().path();
+    if settling && path != SETTLE_PATH && path != ACKS_PATH {
+        let party = req
+            .extensions()
+            .get::<PeerParty>()
+            .map(|p| p.0.clone())
+            .unwrap_or_default();
+        return Problem(
+            StatusCode::FORBIDDEN,
+            format!(
+                "no agreement in force between `{party}` and us: only questions about \
+                 envelopes sent earlier are answered"
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Parses, verifies and decides an arrived batch (pure CPU, no IO).
@@ -132,8 +185,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
     let consents = node.consents();
     let mut rows = Vec::new();
     let mut audit = Vec::new();
-    // (id, digest, Ok(receiver label) stored | Err(reasons) refused)
-    let mut outcomes: Vec<(EnvelopeId, String, Result<Label, Vec<String>>)> = Vec::new();
+    let mut outcomes: Vec<(EnvelopeId, String, Outcome)> = Vec::new();
     for raw in batch.envelopes {
         let env = match Envelope::from_json(raw.get().as_bytes()) {
             Ok(e) => e,
@@ -164,7 +216,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
                 outcomes.push((
                     env.header.id.clone(),
                     env.digest(),
-                    Err(vec![format!("envelope refused: {why}")]),
+                    Outcome::Unverified(vec![format!("envelope refused: {why}")]),
                 ));
                 continue;
             }
@@ -197,7 +249,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
                     ack_receipt_json: None,
                     escalated_ms: None,
                 });
-                outcomes.push((h.id, digest, Ok(receiver_label)));
+                outcomes.push((h.id, digest, Outcome::Stored(receiver_label)));
             }
             Arrival::Refuse { reasons } => {
                 inc(&node.metrics.arrivals_refused);
@@ -207,7 +259,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
                     from: env.header.from.to_string(),
                     reasons: reasons.clone(),
                 }));
-                outcomes.push((env.header.id, digest, Err(reasons)));
+                outcomes.push((env.header.id, digest, Outcome::Refused(reasons)));
             }
         }
     }
@@ -220,13 +272,60 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
 }
 
 /// What checking an arrived batch decided: inbox rows and audit entries to commit,
-/// and each envelope's outcome to receipt.
+/// and each envelope's (id, digest, outcome) to receipt.
 struct Checked {
     rows: Vec<InboxRow>,
     audit: Vec<Vec<u8>>,
-    /// (id, digest, Ok(receiver label) stored | Err(reasons) refused)
-    outcomes: Vec<(EnvelopeId, String, Result<Label, Vec<String>>)>,
+    outcomes: Vec<(EnvelopeId, String, Outcome)>,
     now: Timestamp,
+}
+
+/// What this node decided about one arrived envelope.
+enum Outcome {
+    /// To be stored, in this label.
+    Stored(Label),
+    /// Signed by the sender, refused by this node's agreements now. If an earlier
+    /// copy is held (it was lawful when it came), the answer is that copy's receipt.
+    Refused(Vec<String>),
+    /// Not signed by the sender (or unreadable): refused without looking further.
+    Unverified(Vec<String>),
+}
+
+/// A receipt body from this node at `at`.
+fn receipt_body<S: Store>(
+    node: &Node<S>,
+    envelope_id: EnvelopeId,
+    envelope_digest: String,
+    at: Timestamp,
+    outcome: Result<Label, Vec<String>>,
+) -> ReceiptBody {
+    let (kind, receiver_label, reasons) = match outcome {
+        Ok(l) => (ReceiptKind::Stored, Some(l), Vec::new()),
+        Err(r) => (ReceiptKind::Refused, None, r),
+    };
+    ReceiptBody {
+        envelope_id,
+        envelope_digest,
+        receiver: node.party.clone(),
+        kind,
+        at,
+        receiver_label,
+        reasons,
+        acknowledged_by: None,
+        tree_head: None,
+    }
+}
+
+/// The answer about an envelope this node holds: a stored receipt naming the held
+/// copy's digest and label (the copy the receiver has is the one that counts).
+fn held_answer(row: &InboxRow) -> Result<(String, Label), String> {
+    let env = Envelope::from_json(row.envelope_json.as_bytes())
+        .map_err(|e| format!("held copy is unreadable: {e}"))?;
+    let label = row
+        .receiver_label
+        .parse::<Label>()
+        .map_err(|e| format!("held copy's label is unreadable: {e}"))?;
+    Ok((env.digest(), label))
 }
 
 async fn envelopes<S: Store>(
@@ -237,12 +336,13 @@ async fn envelopes<S: Store>(
     // Parsing and verifying a bulk batch is tens of milliseconds of CPU: on the
     // blocking pool it does not hold a runtime worker that a FLASH is waiting for.
     let checker = node.clone();
+    let sender = peer.clone();
     let Checked {
         rows,
         audit,
         outcomes,
         now,
-    } = crate::cpu::run(move || check_batch(&checker, &peer, &body))
+    } = crate::cpu::run(move || check_batch(&checker, &sender, &body))
         .await
         .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     // Bulk writes queue for the one writer one at a time, so an urgent batch waits
@@ -267,24 +367,64 @@ async fn envelopes<S: Store>(
     let new = fresh.iter().filter(|b| **b).count() as u64;
     add(&node.metrics.received, new);
     add(&node.metrics.duplicates, fresh.len() as u64 - new);
+    // An envelope not stored now is either held already (a retry after a lost
+    // receipt), or refused for good earlier; one refused by our agreements now may
+    // still be held from when it was lawful. The store answers which, and refuses
+    // the rest for good, so the sender is never told "refused" about a message this
+    // node holds (nor "stored" about one it will never hold).
+    let not_new: std::collections::HashSet<&str> = rows
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, f)| !**f)
+        .map(|(r, _)| r.envelope_id.as_str())
+        .collect();
+    let ask: Vec<String> = outcomes
+        .iter()
+        .filter(|(id, _, o)| match o {
+            Outcome::Stored(_) => not_new.contains(id.as_str()),
+            Outcome::Refused(_) => true,
+            Outcome::Unverified(_) => false,
+        })
+        .map(|(id, _, _)| id.to_string())
+        .collect();
+    let held: std::collections::HashMap<String, Option<InboxRow>> = if ask.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        let answers = node
+            .store
+            .inbox_settle(
+                &peer,
+                &ask,
+                now.as_millisecond(),
+                "refused on arrival by this node's agreements",
+                &[],
+            )
+            .await
+            .map_err(|e| {
+                Problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot store: {e}"),
+                )
+            })?;
+        ask.into_iter().zip(answers).collect()
+    };
+    let me = node.party.to_string();
     let bodies = outcomes
         .into_iter()
-        .map(|(envelope_id, envelope_digest, outcome)| {
-            let (kind, receiver_label, reasons) = match outcome {
-                Ok(l) => (ReceiptKind::Stored, Some(l), Vec::new()),
-                Err(r) => (ReceiptKind::Refused, None, r),
+        .map(|(envelope_id, digest, outcome)| {
+            let outcome = match (held.get(envelope_id.as_str()), outcome) {
+                (Some(Some(row)), _) => held_answer(row).map(|(d, l)| (d, Ok(l))),
+                (Some(None), Outcome::Stored(_)) => Ok((
+                    digest.clone(),
+                    Err(vec![format!(
+                        "`{me}` answered earlier that it never received this envelope, and refuses it for good"
+                    )]),
+                )),
+                (_, Outcome::Stored(l)) => Ok((digest.clone(), Ok(l))),
+                (_, Outcome::Refused(r) | Outcome::Unverified(r)) => Ok((digest.clone(), Err(r))),
             };
-            ReceiptBody {
-                envelope_id,
-                envelope_digest,
-                receiver: node.party.clone(),
-                kind,
-                at: now,
-                receiver_label,
-                reasons,
-                acknowledged_by: None,
-                tree_head: None,
-            }
+            let (digest, outcome) = outcome.unwrap_or_else(|e| (digest, Err(vec![e])));
+            receipt_body(&node, envelope_id, digest, now, outcome)
         })
         .collect();
     // One signature for the whole batch; each receipt stays verifiable alone.
@@ -295,6 +435,77 @@ async fn envelopes<S: Store>(
     if new > 0 {
         crate::events::publish(&node, "inbox");
     }
+    Ok(Json(receipts))
+}
+
+/// Answers a sender about envelopes it sent and can no longer send: a stored receipt
+/// for each one held, a refused receipt ("not held") for each other, which this node
+/// then refuses for good, in one signed batch.
+async fn settle<S: Store>(
+    State(node): State<Arc<Node<S>>>,
+    Extension(PeerParty(peer)): Extension<PeerParty>,
+    body: axum::body::Bytes,
+) -> Result<Json<ReceiptBatch>, Problem> {
+    let req: SettleRequest = serde_json::from_slice(&body).map_err(|e| {
+        Problem(
+            StatusCode::BAD_REQUEST,
+            format!("not a settle request: {e}"),
+        )
+    })?;
+    if req.envelopes.len() > FEDERATION_BATCH_MAX {
+        return Err(Problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} envelopes, expected at most {FEDERATION_BATCH_MAX}",
+                req.envelopes.len()
+            ),
+        ));
+    }
+    let now = node.now();
+    let ids: Vec<String> = req.envelopes.iter().map(|q| q.id.to_string()).collect();
+    let audit = node.audit(AuditEvent::EnvelopesSettled {
+        peer: peer.clone(),
+        ids: ids.clone(),
+    });
+    let answers = node
+        .store
+        .inbox_settle(
+            &peer,
+            &ids,
+            now.as_millisecond(),
+            &format!("`{peer}` asked at {now}; not held"),
+            &[audit],
+        )
+        .await
+        .map_err(|e| {
+            Problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot store: {e}"),
+            )
+        })?;
+    let me = node.party.to_string();
+    let bodies = req
+        .envelopes
+        .into_iter()
+        .zip(answers)
+        .map(|(q, held)| {
+            let (digest, outcome) = match held.as_ref().map(held_answer) {
+                Some(Ok((d, l))) => (d, Ok(l)),
+                Some(Err(e)) => (q.digest, Err(vec![e])),
+                None => (
+                    q.digest,
+                    Err(vec![format!(
+                        "`{me}` never received this envelope from `{peer}`, and refuses it from now on"
+                    )]),
+                ),
+            };
+            receipt_body(&node, q.id, digest, now, outcome)
+        })
+        .collect();
+    let (key, tree_head) = (node.key.clone(), node.latest_tree_head());
+    let receipts = crate::cpu::run(move || ReceiptBatch::sign(bodies, now, tree_head, &key))
+        .await
+        .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(receipts))
 }
 

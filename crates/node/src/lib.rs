@@ -254,6 +254,7 @@ pub async fn launch<S: Store, L: Listener>(parts: Parts<S, L>) -> Result<Machine
         stats.clone(),
         shutdown_rx.clone(),
     );
+    node.note_boot_seq().await?;
     node.refresh_agreements().await?;
     node.audit_agreement_events().await?;
     node.sign_tree_head().await?;

@@ -9,6 +9,7 @@ pub struct Metrics {
     pub refused: AtomicU64,
     pub delivered: AtomicU64,
     pub bounced: AtomicU64,
+    pub settle_asked: AtomicU64,
     pub retries: AtomicU64,
     pub received: AtomicU64,
     pub duplicates: AtomicU64,
@@ -84,6 +85,11 @@ impl Metrics {
             "liaison_messages_bounced_total",
             "Messages given up on, with a reason",
             &self.bounced,
+        );
+        out.counter(
+            "liaison_settle_asked_total",
+            "Envelopes sent but no longer sendable, asked about at the peer before bouncing",
+            &self.settle_asked,
         );
         out.counter(
             "liaison_delivery_retries_total",

@@ -148,6 +148,11 @@ pub struct Node<S: Store> {
     /// Clock time of the last FLASH or IMMEDIATE accept; the bulk lane sends small
     /// batches for a while after it.
     urgent_accepted_ms: std::sync::atomic::AtomicI64,
+    /// Outbox rows (by seq) put on the wire by this process and not settled yet.
+    sent: Mutex<std::collections::HashSet<i64>>,
+    /// Highest outbox seq when this process started: a row at or below it may have
+    /// been sent by an earlier process that stopped before recording anything.
+    boot_seq: std::sync::atomic::AtomicI64,
     /// Benchmarks listen here for ids as their receipts are recorded.
     pub delivered_watch: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
@@ -209,6 +214,8 @@ impl<S: Store> Node<S> {
             tree_head: Mutex::new(None),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFER_MAX).0,
             delivered_watch: Mutex::new(None),
+            sent: Mutex::new(std::collections::HashSet::new()),
+            boot_seq: std::sync::atomic::AtomicI64::new(i64::MAX),
             bulk_writes: tokio::sync::Semaphore::new(1),
             urgent_accepted_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             peer_log_lock: tokio::sync::Mutex::new(()),
@@ -221,6 +228,40 @@ impl<S: Store> Node<S> {
         if let Some(n) = self.lane_wakes.get(&(peer.to_owned(), express)) {
             n.notify_one();
         }
+    }
+
+    /// Records the outbox's highest seq at start-up (see [`Node::may_have_been_sent`]).
+    pub async fn note_boot_seq(&self) -> Result<(), NodeError> {
+        let newest = self.store.outbox_list(None, 1, None).await?;
+        let seq = newest.first().map_or(0, |r| r.seq);
+        self.boot_seq
+            .store(seq, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Marks outbox rows as on the wire (before the request leaves).
+    pub fn mark_sent(&self, seqs: &[i64]) {
+        if let Ok(mut g) = self.sent.lock() {
+            g.extend(seqs.iter().copied());
+        }
+    }
+
+    /// Forgets rows that were delivered or bounced.
+    pub fn forget_sent(&self, seqs: &[i64]) {
+        if let Ok(mut g) = self.sent.lock() {
+            for s in seqs {
+                g.remove(s);
+            }
+        }
+    }
+
+    /// Whether the peer may hold this outbox row: this process sent it, or an
+    /// earlier process may have (nothing durable says it did not — writing that
+    /// before every send would cost an fsync per batch). Such a row is never bounced
+    /// on this node's word alone: the peer is asked first.
+    pub fn may_have_been_sent(&self, seq: i64) -> bool {
+        seq <= self.boot_seq.load(std::sync::atomic::Ordering::Relaxed)
+            || self.sent.lock().map_or(true, |g| g.contains(&seq))
     }
 
     /// Clock time of the last FLASH or IMMEDIATE accept (`i64::MIN` if none yet).
@@ -300,24 +341,33 @@ impl<S: Store> Node<S> {
         Ok(())
     }
 
-    /// Pins exactly the keys of parties that share an agreement in force with us now.
+    /// Pins the keys of parties that share an agreement in force with us now; the
+    /// keys of parties that signed an agreement with us that is not in force (lapsed,
+    /// ended, not yet started) are pinned for settling only, so that an envelope sent
+    /// while one was in force can still be asked after (see `settle` below).
     pub fn repin(&self) {
         let set = self.agreements();
         let now = self.now();
         let mut map = HashMap::new();
+        let mut settling = HashMap::new();
         for c in set.iter() {
             let me = self.party.as_str();
-            if c.agreement.party(me).is_none() || !c.participation(&self.party, now).participates()
-            {
+            if c.agreement.party(me).is_none() || c.agreement.draft {
                 continue;
             }
+            let in_force = c.participation(&self.party, now).participates();
             for p in &c.agreement.parties {
-                if p.id == self.party || !c.participation(&p.id, now).participates() {
+                if p.id == self.party {
                     continue;
                 }
+                let target = if in_force && c.participation(&p.id, now).participates() {
+                    &mut map
+                } else {
+                    &mut settling
+                };
                 for k in &p.keys {
                     if let Ok(pk) = PublicKey::parse(k) {
-                        map.insert(pk.to_bytes(), p.id.to_string());
+                        target.insert(pk.to_bytes(), p.id.to_string());
                     }
                 }
             }
@@ -329,7 +379,7 @@ impl<S: Store> Node<S> {
             v.sort();
             v
         };
-        self.pins.replace(map);
+        self.pins.replace_with_settling(map, settling);
         let mut after = self.pins_parties();
         after.sort();
         for gone in before.iter().filter(|p| !after.contains(p)) {

@@ -18,7 +18,10 @@ use liaison_store::{OutboxRow, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::federation::{Heartbeat, HeartbeatBody, HeartbeatReply, heartbeat_bytes};
+use crate::federation::{
+    Heartbeat, HeartbeatBody, HeartbeatReply, SETTLE_PATH, SettleQuestion, SettleRequest,
+    heartbeat_bytes,
+};
 use crate::metrics::{add, inc};
 use crate::node::Node;
 
@@ -171,6 +174,9 @@ pub async fn deliver<S: Store>(
         let set = node.agreements();
         let consents = node.consents();
         let mut sending: Vec<Sending> = Vec::with_capacity(due.len());
+        // Sent once (or maybe, before a restart) and no longer sendable: the peer may
+        // hold it with its receipt lost, so it is asked rather than bounced.
+        let mut in_doubt: Vec<Sending> = Vec::new();
         for row in due {
             let env = match Envelope::from_json(row.envelope_json.as_bytes()) {
                 Ok(e) => e,
@@ -185,6 +191,11 @@ pub async fn deliver<S: Store>(
                 }
             };
             let d = still_releasable(&set, &env.header, &consents, now);
+            if !d.allowed() && node.may_have_been_sent(row.seq) {
+                let digest = env.digest();
+                in_doubt.push(Sending { row, env, digest });
+                continue;
+            }
             if !d.allowed() {
                 bounce(
                     &node,
@@ -196,6 +207,24 @@ pub async fn deliver<S: Store>(
             }
             let digest = env.digest();
             sending.push(Sending { row, env, digest });
+        }
+        if !in_doubt.is_empty() {
+            let seqs: Vec<i64> = in_doubt.iter().map(|s| s.row.seq).collect();
+            if let Ok(mut g) = in_flight.lock() {
+                g.extend(seqs.iter().copied());
+            }
+            let (node, peer, in_flight) = (node.clone(), peer.clone(), in_flight.clone());
+            tasks.spawn(async move {
+                let head = ask_peer(&node, &peer, in_doubt).await;
+                if let Ok(mut g) = in_flight.lock() {
+                    for seq in &seqs {
+                        g.remove(seq);
+                    }
+                }
+                if let Some(sth) = head {
+                    crate::audit::observe_peer_head(&node, &peer, &sth).await;
+                }
+            });
         }
         if sending.is_empty() {
             continue;
@@ -249,7 +278,6 @@ async fn send_batch<S: Store>(
         .await;
         return None;
     }
-    let addresses = node.config.peer_addresses(peer);
     let body = format!(
         "{{\"envelopes\":[{}]}}",
         sending
@@ -258,40 +286,97 @@ async fn send_batch<S: Store>(
             .collect::<Vec<_>>()
             .join(",")
     );
-    let answer = node
-        .client
-        .post(
-            peer,
-            &addresses,
-            "/federation/v1/envelopes",
-            Bytes::from(body),
-            FEDERATION_TIMEOUT,
+    exchange(
+        node,
+        peer,
+        "/federation/v1/envelopes",
+        Bytes::from(body),
+        sending,
+        "",
+    )
+    .await
+}
+
+/// Asks the peer about envelopes sent earlier that can no longer be sent: its signed
+/// answers settle each one, delivered (it holds it) or bounced (it never got it, and
+/// now refuses it for good). Until it answers they stay queued, in doubt.
+async fn ask_peer<S: Store>(
+    node: &Node<S>,
+    peer: &str,
+    asking: Vec<Sending>,
+) -> Option<SignedTreeHead> {
+    add(&node.metrics.settle_asked, asking.len() as u64);
+    let context = "in doubt: sent while an agreement allowed it, no receipt yet, and no \
+                   agreement allows sending it now; asking the peer whether it arrived";
+    if !node.pins.can_reach(peer) {
+        retry_all(
+            node,
+            &asking,
+            &format!("{context}: no agreement signed with `{peer}` lets us ask"),
         )
         .await;
-    match answer {
+        return None;
+    }
+    let request = SettleRequest {
+        envelopes: asking
+            .iter()
+            .map(|s| SettleQuestion {
+                id: s.env.header.id.clone(),
+                digest: s.digest.clone(),
+            })
+            .collect(),
+    };
+    let body = match serde_json::to_vec(&request) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            retry_all(node, &asking, &format!("{context}: {e}")).await;
+            return None;
+        }
+    };
+    tracing::info!(%peer, count = asking.len(), "asking the peer about envelopes no longer sendable");
+    exchange(node, peer, SETTLE_PATH, body, asking, context).await
+}
+
+/// Posts `body` to the peer and settles `sending` with the receipt batch it answers;
+/// on any failure reschedules them all (`context` prefixes the reason).
+async fn exchange<S: Store>(
+    node: &Node<S>,
+    peer: &str,
+    path: &str,
+    body: Bytes,
+    sending: Vec<Sending>,
+    context: &str,
+) -> Option<SignedTreeHead> {
+    let addresses = node.config.peer_addresses(peer);
+    let answer = node
+        .client
+        .post(peer, &addresses, path, body, FEDERATION_TIMEOUT)
+        .await;
+    // From here the peer may hold these envelopes, whatever happens to the answer.
+    if !matches!(&answer, Err(e) if e.never_reached_peer()) {
+        let seqs: Vec<i64> = sending.iter().map(|s| s.row.seq).collect();
+        node.mark_sent(&seqs);
+    }
+    let why = match answer {
         Ok((status, bytes)) if status.is_success() => match ReceiptBatch::from_json(&bytes) {
             Ok(receipts) => return settle(node, peer, sending, receipts).await,
-            Err(e) => {
-                retry_all(
-                    node,
-                    &sending,
-                    &format!("peer answered with unreadable receipts: {e}"),
-                )
-                .await
-            }
+            Err(e) => format!("peer answered with unreadable receipts: {e}"),
         },
-        Ok((status, bytes)) => {
-            let why = format!(
-                "peer answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            );
-            retry_all(node, &sending, &why).await;
-        }
-        Err(e) => retry_all(node, &sending, &e.to_string()).await,
-    }
+        Ok((status, bytes)) => format!(
+            "peer answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        ),
+        Err(e) => e.to_string(),
+    };
+    let why = if context.is_empty() {
+        why
+    } else {
+        format!("{context}: {why}")
+    };
+    retry_all(node, &sending, &why).await;
     None
 }
 
@@ -377,6 +462,7 @@ async fn settle<S: Store>(
         .map(|r| (r.body.envelope_id.as_str(), r))
         .collect();
     let mut delivered: Vec<(String, String)> = Vec::new();
+    let mut settled: Vec<i64> = Vec::new();
     let mut audit = Vec::new();
     let mut unanswered: Vec<Sending> = Vec::new();
     for s in sent {
@@ -396,12 +482,14 @@ async fn settle<S: Store>(
                     receipt: "stored".into(),
                     peer: peer.to_owned(),
                 }));
+                settled.push(s.row.seq);
                 delivered.push((s.row.envelope_id, r.to_json()));
             }
             ReceiptKind::Refused => {
                 let mut reasons = vec![format!("refused by `{peer}`")];
                 reasons.extend(r.body.reasons.iter().cloned());
                 bounce(node, &s.row.envelope_id, reasons).await;
+                settled.push(s.row.seq);
             }
             ReceiptKind::Acknowledged => unanswered.push(s),
         }
@@ -439,6 +527,7 @@ async fn settle<S: Store>(
             Err(e) => tracing::error!("cannot record receipts: {e}"),
         }
     }
+    node.forget_sent(&settled);
     if !unanswered.is_empty() {
         retry_all(node, &unanswered, "no valid receipt").await;
     }
@@ -493,7 +582,13 @@ pub async fn send_acks<S: Store>(
                 }
                 backoff = Duration::from_millis(100);
             }
-            Ok((status, _)) => tracing::warn!(%peer, %status, "acknowledgements refused"),
+            Ok((status, _)) => {
+                tracing::warn!(%peer, %status, "acknowledgements refused");
+                if idle(&mut shutdown, None, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
             Err(e) => {
                 tracing::debug!(%peer, "acknowledgements not delivered yet: {e}");
                 if idle(&mut shutdown, None, backoff).await {

@@ -373,3 +373,97 @@ async fn hotline_heartbeats_and_flash_escalation() {
     c.wait_hotline("ROK", "navy-hotline", "down").await;
     c.stop().await;
 }
+
+/// A sender that can no longer send an envelope asks the receiver about it (by id and
+/// digest, no content): held → a stored receipt for the copy held; not held → a signed
+/// "not held", after which the receiver refuses that id for good. After the agreement
+/// lapses the link stays open for such questions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_settles_envelopes_it_can_no_longer_send() {
+    use liaison_core::envelope::{ReceiptBatch, ReceiptKind};
+    let c = Cluster::start(&["ROK", "JPN"], "2019-11-22T23:59:00+09:00").await;
+    let rok = c.party_key("ROK");
+    let jpn = c.party_key("JPN").public();
+    let client = liaison_link::Client::new(
+        liaison_link::Identity::from_ed25519_seed("ROK", rok.seed()).unwrap(),
+        liaison_link::Pins::from_map([(c.public_key("JPN"), "JPN".to_owned())].into()),
+        std::sync::Arc::new(liaison_link::LinkStats::new()),
+    );
+    let addr = c.federation_addr("JPN");
+    let post = |path: &'static str, body: String| {
+        let (client, addr) = (client.clone(), addr.clone());
+        async move {
+            client
+                .post(
+                    "JPN",
+                    &[addr],
+                    path,
+                    bytes::Bytes::from(body),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let receipts = |bytes: &[u8]| {
+        ReceiptBatch::from_json(bytes)
+            .unwrap()
+            .verify_split(std::slice::from_ref(&jpn))
+            .unwrap()
+    };
+    let (from, to, label) = ("ROK.intel", "JPN.intel", "ROK:II급 비밀");
+    let held = c.sealed_envelope_numbered(1, &rok, from, to, label, "arrived");
+    let lost = c.sealed_envelope_numbered(2, &rok, from, to, label, "never left");
+    let (status, _) = post(
+        "/federation/v1/envelopes",
+        format!("{{\"envelopes\":[{}]}}", held.to_json()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let question = |envs: &[&liaison_core::envelope::Envelope]| {
+        serde_json::json!({ "envelopes": envs.iter().map(|e| serde_json::json!({
+            "id": e.header.id.to_string(), "digest": e.digest()
+        })).collect::<Vec<_>>() })
+        .to_string()
+    };
+    let (status, body) = post("/federation/v1/settle", question(&[&held, &lost])).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answers = receipts(&body);
+    assert_eq!(answers[0].body.kind, ReceiptKind::Stored);
+    answers[0].verify(&jpn, &held).unwrap();
+    assert_eq!(answers[1].body.kind, ReceiptKind::Refused);
+    answers[1].verify(&jpn, &lost).unwrap();
+    assert!(
+        answers[1].body.reasons[0].contains("never received"),
+        "{:?}",
+        answers[1].body.reasons
+    );
+    // A copy of the lost one still in flight never lands.
+    let (status, body) = post(
+        "/federation/v1/envelopes",
+        format!("{{\"envelopes\":[{}]}}", lost.to_json()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(receipts(&body)[0].body.kind, ReceiptKind::Refused);
+    let inbox = c.inbox("JPN", "JPN.intel").await;
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+
+    // Past midnight ROK no longer takes part: nothing new crosses, questions still do.
+    c.clock.set("2019-11-23T00:00:05+09:00".parse().unwrap());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let late = c.sealed_envelope_numbered(3, &rok, from, to, label, "too late");
+    let (status, body) = post(
+        "/federation/v1/envelopes",
+        format!("{{\"envelopes\":[{}]}}", late.to_json()),
+    )
+    .await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("only questions about envelopes sent earlier"));
+    let (status, body) = post("/federation/v1/settle", question(&[&held])).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(receipts(&body)[0].body.kind, ReceiptKind::Stored);
+    let audit = c.audit_kinds("JPN").await;
+    assert!(audit.contains(&"envelopes-settled".to_owned()), "{audit:?}");
+    c.stop().await;
+}

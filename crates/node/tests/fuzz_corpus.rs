@@ -187,4 +187,16 @@ fn write_seeds() {
         "consistency",
         &api(5, r#"{"old_size":3,"new_size":7}"#.to_owned()),
     );
+    write(
+        "api_bodies",
+        "settle",
+        &api(
+            6,
+            format!(
+                r#"{{"envelopes":[{{"id":"{}","digest":"{}"}}]}}"#,
+                env.header.id,
+                env.digest()
+            ),
+        ),
+    );
 }

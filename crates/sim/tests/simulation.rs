@@ -79,12 +79,11 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// Open violation found by the campaign (RELIABILITY.md): a message the receiver stored
-/// whose receipt was lost, then ROK's participation lapsed, and the sender's re-check
-/// bounced it although it had been delivered. Kept here, ignored until the fix (the
-/// sender asks the receiver before bouncing anything it already sent) lands.
+/// Violation found by the campaign (RELIABILITY.md, no. 3): a message the receiver
+/// stored whose receipt was lost, then ROK's participation lapsed, and the sender's
+/// re-check bounced it although it had been delivered. Fixed: the sender asks the
+/// receiver (settling) before bouncing anything it may have sent.
 #[test]
-#[ignore = "open violation: seed 197, bounced at the sender but stored by the receiver"]
 fn seed_197_a_lost_receipt_then_a_lapse() {
     let o = run(197, (0..4).map(|_| MemoryStore::new()).collect());
     assert!(o.violations.is_empty(), "{:?}", o.violations);

@@ -191,12 +191,30 @@ pub trait Store: Send + Sync + Clone + 'static {
 
     /// Stores received messages in one transaction. Idempotent by
     /// `envelope_id`: one flag per row, `true` if new, `false` for a
-    /// duplicate delivery (also within the batch), which changes nothing.
+    /// duplicate delivery (also within the batch), which changes nothing, or
+    /// for an id refused for good by [`Store::inbox_settle`], which is never
+    /// stored.
     fn inbox_insert_batch(
         &self,
         rows: &[InboxRow],
         audit: &[Vec<u8>],
     ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
+
+    /// Answers a sender asking about envelopes it sent (`envelope_ids`, from
+    /// `sender_party`), in one transaction, one answer per id: the inbox row if
+    /// this node holds that envelope from that sender; otherwise `None`, and the
+    /// id is refused for good (kept with `reason` and `at_ms`), so that a copy
+    /// still in flight can never be stored after the answer. An id held from
+    /// another party is answered `None` and not recorded. `audit` is appended in
+    /// the same transaction.
+    fn inbox_settle(
+        &self,
+        sender_party: &str,
+        envelope_ids: &[String],
+        at_ms: i64,
+        reason: &str,
+        audit: &[Vec<u8>],
+    ) -> impl Future<Output = StoreResult<Vec<Option<InboxRow>>>> + Send;
 
     /// Messages for `to_desk`, precedence DESC then newest first; the next
     /// page starts strictly after `after` (see [`InboxRow::cursor`]).

@@ -124,6 +124,8 @@ struct State {
     inbox: BTreeMap<i64, InboxRow>,
     inbox_ids: BTreeMap<String, i64>,
     inbox_seq: i64,
+    /// Ids refused for good by `inbox_settle`: id → (sender party, at, reason).
+    inbox_refused: BTreeMap<String, (String, i64, String)>,
     ack_outbox: BTreeMap<i64, AckOutboxRow>,
     ack_ids: BTreeMap<String, i64>,
     ack_seq: i64,
@@ -727,13 +729,21 @@ impl Store for MemoryStore {
     ) -> StoreResult<Vec<bool>> {
         const OP: &str = "inbox_insert_batch";
         self.write(OP, |s| {
-            for r in rows {
+            // SQLite's trigger drops a refused id before any CHECK looks at the row.
+            for r in rows
+                .iter()
+                .filter(|r| !s.inbox_refused.contains_key(&r.envelope_id))
+            {
                 check_inbox_row(OP, r)?;
             }
             let plan = s.plan_audit(audit)?;
             let fresh = rows
                 .iter()
                 .map(|r| {
+                    // SQLite's trigger skips a refused id before it takes a number.
+                    if s.inbox_refused.contains_key(&r.envelope_id) {
+                        return false;
+                    }
                     // As in the outbox, a duplicate uses a sequence number up.
                     s.inbox_seq += 1;
                     if s.inbox_ids.contains_key(&r.envelope_id) {
@@ -748,6 +758,41 @@ impl Store for MemoryStore {
                 .collect();
             s.apply_audit(plan);
             Ok(fresh)
+        })
+    }
+
+    async fn inbox_settle(
+        &self,
+        sender_party: &str,
+        envelope_ids: &[String],
+        at_ms: i64,
+        reason: &str,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<Vec<Option<InboxRow>>> {
+        const OP: &str = "inbox_settle";
+        if envelope_ids.is_empty() && audit.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(OP, |s| {
+            // An empty id is never held, so SQLite's insert of it always fails.
+            if envelope_ids.iter().any(String::is_empty) {
+                return Err(check_failed(OP, "inbox_refused_envelope_id_nonempty"));
+            }
+            let plan = s.plan_audit(audit)?;
+            let answers = envelope_ids
+                .iter()
+                .map(|id| match s.inbox_by_id(id) {
+                    Some(row) => (row.sender_party == sender_party).then(|| row.clone()),
+                    None => {
+                        s.inbox_refused
+                            .entry(id.clone())
+                            .or_insert_with(|| (sender_party.to_owned(), at_ms, reason.to_owned()));
+                        None
+                    }
+                })
+                .collect();
+            s.apply_audit(plan);
+            Ok(answers)
         })
     }
 

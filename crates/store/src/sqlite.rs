@@ -1005,6 +1005,55 @@ impl Store for SqliteStore {
         ))
     }
 
+    async fn inbox_settle(
+        &self,
+        sender_party: &str,
+        envelope_ids: &[String],
+        at_ms: i64,
+        reason: &str,
+        audit: &[Vec<u8>],
+    ) -> StoreResult<Vec<Option<InboxRow>>> {
+        const OP: &str = "inbox_settle";
+        if envelope_ids.is_empty() && audit.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut frontier = self.frontier.lock().await;
+        let mut tx = self.begin_write(OP).await?;
+        let sql = format!("SELECT {INBOX_COLS} FROM inbox WHERE envelope_id = ?1");
+        let mut answers = Vec::with_capacity(envelope_ids.len());
+        for id in envelope_ids {
+            let held = sqlx::query(&sql)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(self.err(OP))?;
+            let answer = match held {
+                Some(r) => {
+                    let row = inbox_from_row(&r).map_err(self.err(OP))?;
+                    (row.sender_party == sender_party).then_some(row)
+                }
+                None => {
+                    // Refused for good; asking again changes nothing.
+                    sqlx::query(
+                        "INSERT INTO inbox_refused (envelope_id, sender_party, refused_ms, reason) \
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (envelope_id) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(sender_party)
+                    .bind(at_ms)
+                    .bind(reason)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.err(OP))?;
+                    None
+                }
+            };
+            answers.push(answer);
+        }
+        self.commit_audited(OP, tx, &mut frontier, audit).await?;
+        Ok(answers)
+    }
+
     async fn inbox_list(
         &self,
         to_desk: &str,

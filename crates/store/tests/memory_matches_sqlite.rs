@@ -58,6 +58,11 @@ enum Op {
         id: u8,
         audit: u8,
     },
+    InboxSettle {
+        peer: u8,
+        ids: Vec<u8>,
+        audit: u8,
+    },
     Escalate {
         id: u8,
     },
@@ -130,6 +135,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (prop::collection::vec(row, 0..4), 0..3u8)
             .prop_map(|(rows, audit)| Op::InboxInsert { rows, audit }),
         2 => (0..8u8, 0..3u8).prop_map(|(id, audit)| Op::InboxAck { id, audit }),
+        1 => (0..3u8, prop::collection::vec(0..8u8, 0..4), 0..3u8)
+            .prop_map(|(peer, ids, audit)| Op::InboxSettle { peer, ids, audit }),
         1 => (0..8u8).prop_map(|id| Op::Escalate { id }),
         1 => (0..8u8, 0..3u8).prop_map(|(id, peer)| Op::AckOutboxInsert { id, peer }),
         1 => prop::collection::vec(0..8u8, 0..4).prop_map(|ids| Op::AckOutboxDone { ids }),
@@ -303,6 +310,23 @@ async fn apply<S: Store>(s: &S, op: &Op, step: usize) -> String {
             )
             .await,
         ),
+        Op::InboxSettle {
+            peer: p,
+            ids,
+            audit: n,
+        } => {
+            let ids: Vec<String> = ids.into_iter().map(env).collect();
+            shown(
+                s.inbox_settle(
+                    &peer(p),
+                    &ids,
+                    step as i64,
+                    "not held",
+                    &audit("is", step, n),
+                )
+                .await,
+            )
+        }
         Op::Escalate { id } => shown(s.inbox_mark_escalated(&env(id), step as i64).await),
         Op::AckOutboxInsert { id, peer: p } => {
             shown(s.ack_outbox_insert(&env(id), &peer(p), "ack").await)

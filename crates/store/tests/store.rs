@@ -85,6 +85,7 @@ against_both!(
     outbox_batch_reports_duplicates_within_and_across_batches,
     large_batches_span_statements_and_keep_first_occurrence,
     inbox_batch_is_idempotent_including_inside_a_batch,
+    settling_answers_what_is_held_and_refuses_the_rest_for_good,
     due_orders_flash_first_regardless_of_age_then_oldest_then_seq,
     retry_scheduling_excludes_rows_not_yet_due,
     due_rows_can_leave_out_what_is_on_the_wire,
@@ -189,6 +190,52 @@ async fn inbox_batch_is_idempotent_including_inside_a_batch<S: Store>(s: S) {
     assert_eq!(x.body, "body of x");
     assert_eq!(x.precedence, 1);
     assert!(s.inbox_get("nope").await.unwrap().is_none());
+}
+
+async fn settling_answers_what_is_held_and_refuses_the_rest_for_good<S: Store>(s: S) {
+    s.inbox_insert_batch(&[inb("held", "cert", 1, 10)], &[])
+        .await
+        .unwrap();
+    let ids: Vec<String> = ["held", "lost", "held"].map(String::from).to_vec();
+    let answers = s
+        .inbox_settle("mod", &ids, 20, "never arrived", &[])
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(
+        answers[0].as_ref().map(|r| r.body.as_str()),
+        Some("body of held")
+    );
+    assert!(answers[1].is_none());
+    assert!(answers[2].is_some());
+    // A copy of the refused envelope still in flight never lands, alone or in a batch;
+    // it takes no sequence number (SQLite's trigger skips it before AUTOINCREMENT).
+    let fresh = s
+        .inbox_insert_batch(
+            &[inb("lost", "cert", 3, 30), inb("next", "cert", 1, 31)],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh, [false, true]);
+    assert!(s.inbox_get("lost").await.unwrap().is_none());
+    assert_eq!(s.inbox_get("next").await.unwrap().unwrap().seq, 2);
+    // Asking again gives the same answers.
+    let again = s
+        .inbox_settle("mod", &ids, 40, "asked again", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(Option::is_some).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    // Held from another sender: not answered as held, and not refused either.
+    let other = s
+        .inbox_settle("someone-else", &["next".to_owned()], 50, "x", &[])
+        .await
+        .unwrap();
+    assert!(other[0].is_none());
+    assert!(s.inbox_get("next").await.unwrap().is_some());
 }
 
 // ----- outbox scheduling -----------------------------------------------

@@ -313,8 +313,21 @@ impl Cluster {
         label: &str,
         body: &str,
     ) -> Envelope {
+        self.sealed_envelope_numbered(42, key, from, to, label, body)
+    }
+
+    /// [`Cluster::sealed_envelope`] with an id made from `n`.
+    pub fn sealed_envelope_numbered(
+        &self,
+        n: u8,
+        key: &PartyKey,
+        from: &str,
+        to: &str,
+        label: &str,
+        body: &str,
+    ) -> Envelope {
         let header = Header {
-            id: EnvelopeId::from_random([42; 16]),
+            id: EnvelopeId::from_random([n; 16]),
             from: DeskId::new(from).unwrap(),
             to: DeskId::new(to).unwrap(),
             originator: key.party.clone(),
