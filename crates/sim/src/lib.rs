@@ -2,7 +2,9 @@
 //! their real machines — release decisions, delivery lanes, TLS links, receipts, audit
 //! logs — in one process on turmoil's simulated network and clock, each on its own
 //! store. One seed fixes the workload (senders, desks, precedences, labels, replies,
-//! acknowledgements, the midnight lapse of ROK's participation) and the faults
+//! acknowledgements, the midnight lapse of ROK's participation, and sometimes the
+//! signed agreement event that averts it, reaching each node at its own moment) and
+//! the faults
 //! (partitions and heals, held and released traffic, lossy links, node crashes and
 //! restarts, clock skew, a store that refuses writes for a while). After the faults stop
 //! and everything heals, [`check`] looks for violations of Liaison's promises.
@@ -148,7 +150,16 @@ pub struct Schedule {
     /// Share of received messages a person acknowledges, in percent.
     pub ack_percent: u64,
     pub faults: Vec<Fault>,
+    /// JPN records the condition on which ROK withdrew its notice (the sharing
+    /// agreement's `condition-recorded` event), at this ms of simulated time; the
+    /// signed file reaches each node's store after its own delay in ms (agreement
+    /// officers install it one by one). Before midnight it averts ROK's lapse.
+    pub condition: Option<(u64, [u64; 4])>,
 }
+
+/// The agreement and condition of [`Schedule::condition`].
+const SHARING: &str = "rok-usa-jpn-information-sharing";
+const CONDITION: &str = "jpn-export-restrictions-lifted";
 
 impl Schedule {
     pub fn from_seed(seed: u64) -> Self {
@@ -209,12 +220,23 @@ impl Schedule {
             };
             faults.push(f);
         }
+        let ack_percent = 30 + r.below(70);
+        // Drawn last, so that the rest of a seed's schedule is what it was before.
+        let condition = r.chance(35).then(|| {
+            let at = r.below(active);
+            let mut delays = [0u64; 4];
+            for d in &mut delays {
+                *d = r.below(8_000);
+            }
+            (at, delays)
+        });
         Self {
             seed,
             skew_ms,
             sends,
-            ack_percent: 30 + r.below(70),
+            ack_percent,
             faults,
+            condition,
         }
     }
 }
@@ -339,6 +361,12 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
         *outcome.faults.entry(f.kind()).or_insert(0) += 1;
     }
     *outcome.faults.entry("clock skew").or_insert(0) += 1;
+    if schedule.condition.is_some() {
+        *outcome
+            .faults
+            .entry("agreement event (condition recorded)")
+            .or_insert(0) += 1;
+    }
     let origin: Timestamp = match ORIGIN.parse() {
         Ok(t) => t,
         Err(e) => {
@@ -491,6 +519,53 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
                     {
                         l.acked += 1;
                     }
+                }
+            }
+            tokio::time::sleep_until(start + ACTIVE + SETTLE).await;
+            Ok(())
+        });
+    }
+
+    // An agreement officer at JPN records the condition; the signed file is installed
+    // on each node's store when it reaches that node (a crashed node reads it on
+    // restart; a store refusing writes is tried again).
+    if let Some((at_ms, delays)) = schedule.condition {
+        let text = agreements
+            .iter()
+            .find(|(name, _)| name.contains(SHARING))
+            .map(|(name, text)| (name.to_string(), text.clone()));
+        let jpn = keys.get(3).cloned();
+        let jpn_skew = schedule.skew_ms.get(3).copied().unwrap_or(0);
+        let stores = stores.clone();
+        sim.client("agreement officers", async move {
+            let (Some((name, text)), Some(jpn)) = (text, jpn) else {
+                return Err("no sharing agreement or JPN key".into());
+            };
+            let start = tokio::time::Instant::now();
+            tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
+            let at =
+                origin + SignedDuration::from_millis(i64::try_from(at_ms).unwrap_or(0) + jpn_skew);
+            let recorded = liaison_core::signed_document::append_event(
+                &name,
+                &text,
+                &jpn,
+                "condition-recorded",
+                at,
+                Some(CONDITION),
+            )?;
+            let mut order: Vec<(u64, usize)> =
+                delays.iter().enumerate().map(|(i, d)| (*d, i)).collect();
+            order.sort();
+            for (delay, i) in order {
+                tokio::time::sleep_until(start + Duration::from_millis(at_ms + delay)).await;
+                let Some(store) = stores.get(i) else { continue };
+                let now_ms = (at + SignedDuration::from_millis(i64::try_from(delay).unwrap_or(0)))
+                    .as_millisecond();
+                while liaison_node::install_agreement(store, &name, &recorded, now_ms)
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
             tokio::time::sleep_until(start + ACTIVE + SETTLE).await;
