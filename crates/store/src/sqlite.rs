@@ -49,6 +49,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an operation waits for a free connection of its pool.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// WAL pages after which a commit checkpoints by itself: only a backstop, should the
+/// checkpointer fall behind (SQLite's default is 1,000, which at a few thousand
+/// messages a second put a multi-megabyte copy and an extra fsync inside a commit
+/// several times a second).
+const WAL_AUTOCHECKPOINT_PAGES: &str = "16384";
 
 const OUTBOX_COLS: &str = "seq, envelope_id, peer, from_desk, to_desk, precedence, created_ms, \
     envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, bounce_reason, \
@@ -143,6 +150,8 @@ const OUTBOX_PEERS_WITH_DUE: &str = "WITH RECURSIVE peers(peer) AS ( \
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Runs WAL checkpoints (file-backed stores only); see [`checkpoint_while_open`].
+    checkpointer: Option<SqlitePool>,
     /// Where the database lives, for error messages.
     path: Arc<str>,
     /// The audit log's frontier as committed. INVARIANT: equals the frontier stored in
@@ -178,6 +187,25 @@ async fn drop_if_stuck_in_transaction(conn: &mut sqlx::SqliteConnection) -> sqlx
     Ok(!conn.is_in_transaction())
 }
 
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the pool is closed. A failed
+/// checkpoint (a full disk, say) is only logged: the frames stay in the WAL, durable,
+/// and the next checkpoint (or a commit past the backstop) copies them.
+async fn checkpoint_while_open(pool: SqlitePool) {
+    while !pool.is_closed() {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+            && !pool.is_closed()
+        {
+            tracing::warn!("WAL checkpoint failed, will retry: {e}");
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and brings its
     /// schema up to date.
@@ -202,12 +230,27 @@ impl SqliteStore {
             .connect_with(
                 base.clone()
                     .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal),
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES),
             )
             .await
             .map_err(|e| open_error(&shown, e))?;
 
         migrate(&writer, &shown).await?;
+
+        // Checkpoints off the commit path: a connection of its own copies committed WAL
+        // frames into the database file (PASSIVE: never waits for, nor blocks, the
+        // writer or readers), so a commit only appends to the WAL and fsyncs it.
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone())
+            .await
+            .map_err(|e| open_error(&shown, e))?;
+        tokio::spawn(checkpoint_while_open(checkpointer.clone()));
 
         // Readers are opened after the writer so that the file exists and is
         // already in WAL mode (which is persistent).
@@ -222,6 +265,7 @@ impl SqliteStore {
         let store = Self {
             writer,
             reader,
+            checkpointer: Some(checkpointer),
             path: shown,
             frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
         };
@@ -252,6 +296,7 @@ impl SqliteStore {
         let store = Self {
             writer: pool.clone(),
             reader: pool,
+            checkpointer: None,
             path: shown,
             frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
         };
@@ -280,6 +325,7 @@ impl SqliteStore {
         let store = Self {
             writer: pool.clone(),
             reader: pool,
+            checkpointer: None,
             path: shown,
             frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
         };
@@ -290,6 +336,9 @@ impl SqliteStore {
     /// Closes all connections, waiting for running operations to finish.
     /// The WAL is checkpointed when the last connection closes.
     pub async fn close(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.close().await;
+        }
         self.reader.close().await;
         self.writer.close().await;
     }

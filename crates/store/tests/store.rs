@@ -1085,3 +1085,41 @@ async fn memory_store_serialises_concurrent_callers() {
     assert_eq!(s.inbox_count().await.unwrap(), 200);
     assert_eq!(s.audit_head().await.unwrap().0, 200);
 }
+
+/// Commits leave checkpointing to the store's checkpointer: shortly after a burst of
+/// writes every WAL frame is in the database file, although no commit did it (the
+/// backstop is far above what the burst wrote).
+#[tokio::test]
+async fn the_wal_is_checkpointed_off_the_commit_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let s = SqliteStore::open(&path).await.unwrap();
+    for chunk in 0..20 {
+        let rows: Vec<OutboxRow> = (0..100)
+            .map(|i| out(&format!("m{chunk}-{i}"), "peer", 1, i))
+            .collect();
+        s.outbox_insert_batch(&rows, &[]).await.unwrap();
+    }
+    let wal = dir.path().join("store.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    // The checkpointer runs every 100 ms.
+    let mut caught_up = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let reader = SqliteStore::open_read_only(&path).await.unwrap();
+        let n = reader.outbox_list(None, 10_000, None).await.unwrap().len();
+        reader.close().await;
+        assert_eq!(n, 2_000);
+        let db_len = std::fs::metadata(&path).unwrap().len();
+        // 2,000 rows of ~200 bytes cannot fit in the pages the schema alone needs.
+        if db_len > 300_000 {
+            caught_up = true;
+            break;
+        }
+    }
+    assert!(
+        caught_up,
+        "the database file never received the WAL's frames"
+    );
+    s.close().await;
+}
