@@ -30,6 +30,8 @@ pub const FEDERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest real sleep of an idle loop; bounds how late a due retry can be noticed.
 pub const IDLE_POLL: Duration = Duration::from_millis(100);
 pub const ACK_BATCH_MAX: u32 = 256;
+/// Pause after the store refused a write the lane needed (a full disk, say).
+pub const STORE_RETRY: Duration = Duration::from_secs(1);
 
 async fn idle(
     shutdown: &mut watch::Receiver<bool>,
@@ -154,7 +156,7 @@ pub async fn deliver<S: Store>(
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(%peer, "outbox unavailable: {e}");
-                if idle(&mut shutdown, None, Duration::from_secs(1)).await {
+                if idle(&mut shutdown, None, STORE_RETRY).await {
                     return;
                 }
                 continue;
@@ -177,11 +179,14 @@ pub async fn deliver<S: Store>(
         // Sent once (or maybe, before a restart) and no longer sendable: the peer may
         // hold it with its receipt lost, so it is asked rather than bounced.
         let mut in_doubt: Vec<Sending> = Vec::new();
+        // A bounce the store refused leaves its row due: without a pause the lane would
+        // fetch it again at once, and spin for as long as the store refuses writes.
+        let mut unrecorded = false;
         for row in due {
             let env = match Envelope::from_json(row.envelope_json.as_bytes()) {
                 Ok(e) => e,
                 Err(e) => {
-                    bounce(
+                    unrecorded |= !bounce(
                         &node,
                         &row.envelope_id,
                         vec![format!("stored envelope is unreadable: {e}")],
@@ -197,7 +202,7 @@ pub async fn deliver<S: Store>(
                 continue;
             }
             if !d.allowed() {
-                bounce(
+                unrecorded |= !bounce(
                     &node,
                     &row.envelope_id,
                     d.reasons.iter().map(ToString::to_string).collect(),
@@ -227,6 +232,10 @@ pub async fn deliver<S: Store>(
             });
         }
         if sending.is_empty() {
+            if unrecorded && idle(&mut shutdown, None, STORE_RETRY).await {
+                while tasks.join_next().await.is_some() {}
+                return;
+            }
             continue;
         }
         let seqs: Vec<i64> = sending.iter().map(|s| s.row.seq).collect();
@@ -380,7 +389,8 @@ async fn exchange<S: Store>(
     None
 }
 
-async fn bounce<S: Store>(node: &Node<S>, id: &str, reasons: Vec<String>) {
+/// Returns `false` if the store could not record the bounce (the row stays queued).
+async fn bounce<S: Store>(node: &Node<S>, id: &str, reasons: Vec<String>) -> bool {
     let audit = node.audit(AuditEvent::MessageBounced {
         id: id.to_owned(),
         reasons: reasons.clone(),
@@ -394,9 +404,13 @@ async fn bounce<S: Store>(node: &Node<S>, id: &str, reasons: Vec<String>) {
             inc(&node.metrics.bounced);
             tracing::info!(%id, "bounced: {}", reasons.join("; "));
             crate::events::publish(node, "outbox");
+            true
         }
-        Ok(false) => {}
-        Err(e) => tracing::error!(%id, "cannot record bounce: {e}"),
+        Ok(false) => true,
+        Err(e) => {
+            tracing::error!(%id, "cannot record bounce: {e}");
+            false
+        }
     }
 }
 
@@ -415,6 +429,9 @@ async fn retry_all<S: Store>(node: &Node<S>, rows: &[Sending], why: &str) {
     // One transaction (one fsync) for the batch, not one per envelope.
     if let Err(e) = node.store.outbox_retry_batch(&retries, why).await {
         tracing::error!(count = rows.len(), "cannot schedule retries: {e}");
+        // The rows stay due and would be sent again at once; the lane keeps them out
+        // of its next fetch until this returns.
+        tokio::time::sleep(STORE_RETRY).await;
     }
     add(&node.metrics.retries, rows.len() as u64);
     tracing::debug!(count = rows.len(), "delivery failed, retrying later: {why}");
@@ -524,7 +541,11 @@ async fn settle<S: Store>(
                 }
                 crate::events::publish(node, "outbox");
             }
-            Err(e) => tracing::error!("cannot record receipts: {e}"),
+            Err(e) => {
+                tracing::error!("cannot record receipts: {e}");
+                // As in `retry_all`: the rows stay due; keep them off the wire a moment.
+                tokio::time::sleep(STORE_RETRY).await;
+            }
         }
     }
     node.forget_sent(&settled);

@@ -88,3 +88,22 @@ fn seed_197_a_lost_receipt_then_a_lapse() {
     let o = run(197, (0..4).map(|_| MemoryStore::new()).collect());
     assert!(o.violations.is_empty(), "{:?}", o.violations);
 }
+
+/// Found by the campaign (RELIABILITY.md, no. 4): while a node's store refused writes,
+/// a delivery lane whose due message had to bounce fetched it again at once, forever
+/// (in the simulation no other task ran again, so the seed never ended; a real node
+/// would have spun a core against its store). Fixed: the lane pauses after a write it
+/// needed was refused. Guarded by a generous wall-clock limit (the seed takes about a
+/// second) so that a regression fails instead of hanging the test command.
+#[test]
+fn seed_205_a_refused_bounce_does_not_spin() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let o = run(205, (0..4).map(|_| MemoryStore::new()).collect());
+        let _ = tx.send(o.violations);
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(300)) {
+        Ok(v) => assert!(v.is_empty(), "{v:?}"),
+        Err(_) => panic!("seed 205 did not finish: a loop spins without yielding"),
+    }
+}
