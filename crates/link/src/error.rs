@@ -33,13 +33,12 @@ pub enum LinkError {
 }
 
 impl LinkError {
-    /// Whether the request certainly never reached the peer's application: no
-    /// connection, or a handshake either side refused. After a timeout or an HTTP/2
-    /// failure it may have been received and acted on.
+    /// Whether the request certainly never reached the peer: no TCP connection could
+    /// be made. Anything later may have been received and acted on — a TLS failure
+    /// too: with TLS 1.3 even a server's refusal of our certificate surfaces only
+    /// after the request was written, and a connection that breaks mid-stream reports
+    /// a TLS error although the peer may have processed the request.
     pub fn never_reached_peer(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect { .. } | Self::Handshake { .. } | Self::Tls(_) | Self::Cert(_)
-        )
+        matches!(self, Self::Connect { .. })
     }
 }

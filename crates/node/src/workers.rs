@@ -479,7 +479,10 @@ async fn settle<S: Store>(
         .map(|r| (r.body.envelope_id.as_str(), r))
         .collect();
     let mut delivered: Vec<(String, String)> = Vec::new();
+    // Forgotten as "sent" only once the outcome is recorded: a row whose receipt the
+    // store refused to record is still queued, and the peer still holds it.
     let mut settled: Vec<i64> = Vec::new();
+    let mut delivered_seqs: Vec<i64> = Vec::new();
     let mut audit = Vec::new();
     let mut unanswered: Vec<Sending> = Vec::new();
     for s in sent {
@@ -499,14 +502,15 @@ async fn settle<S: Store>(
                     receipt: "stored".into(),
                     peer: peer.to_owned(),
                 }));
-                settled.push(s.row.seq);
+                delivered_seqs.push(s.row.seq);
                 delivered.push((s.row.envelope_id, r.to_json()));
             }
             ReceiptKind::Refused => {
                 let mut reasons = vec![format!("refused by `{peer}`")];
                 reasons.extend(r.body.reasons.iter().cloned());
-                bounce(node, &s.row.envelope_id, reasons).await;
-                settled.push(s.row.seq);
+                if bounce(node, &s.row.envelope_id, reasons).await {
+                    settled.push(s.row.seq);
+                }
             }
             ReceiptKind::Acknowledged => unanswered.push(s),
         }
@@ -526,6 +530,7 @@ async fn settle<S: Store>(
         drop(turn);
         match recorded {
             Ok(flags) => {
+                settled.extend(delivered_seqs.iter().copied());
                 add(
                     &node.metrics.delivered,
                     flags.iter().filter(|f| **f).count() as u64,

@@ -719,8 +719,13 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
                     }
                     outcome.bounced += 1;
                 }
-                (Some(o), Some(_)) if o.state == OutboxState::Bounced => v.push(format!(
-                    "{id}: bounced at the sender but stored by the receiver"
+                (Some(o), Some(i)) if o.state == OutboxState::Bounced => v.push(format!(
+                    "{id}: bounced at the sender ({} → {}, at {} ms: {}) but stored by the receiver (at {} ms)",
+                    o.from_desk,
+                    o.to_desk,
+                    o.bounced_ms.unwrap_or_default(),
+                    o.bounce_reason.as_deref().unwrap_or_default(),
+                    i.received_ms,
                 )),
                 (Some(o), i) => v.push(format!(
                     "{id}: still `{}` after the network healed (at receiver: {})",

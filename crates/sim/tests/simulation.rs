@@ -107,3 +107,14 @@ fn seed_205_a_refused_bounce_does_not_spin() {
         Err(_) => panic!("seed 205 did not finish: a loop spins without yielding"),
     }
 }
+
+/// Found by the campaign (RELIABILITY.md, no. 5): the receiver stored a message, its
+/// receipt reached the sender while the sender's store refused writes, so the receipt
+/// was not recorded — but the sender had already forgotten that the message had left
+/// it, and after ROK's lapse bounced it on its own word. Fixed: a row is forgotten as
+/// sent only once its outcome is recorded.
+#[test]
+fn seed_745_an_unrecorded_receipt_keeps_the_message_in_doubt() {
+    let o = run(745, (0..4).map(|_| MemoryStore::new()).collect());
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+}
