@@ -96,7 +96,13 @@ impl Client {
         let result =
             match tokio::time::timeout(timeout, self.post_inner(party, addrs, path, body)).await {
                 Ok(r) => r,
-                Err(_) => Err(LinkError::Timeout),
+                Err(_) => {
+                    // The pooled connection may be dead without either end having noticed
+                    // (packets lost, no reset): reusing it, every later request would
+                    // time out too. The next request dials afresh.
+                    self.forget(party);
+                    Err(LinkError::Timeout)
+                }
             };
         if let Err(e) = &result {
             bump(&self.inner.stats.request_failures);

@@ -728,8 +728,14 @@ fn check<S: Store>(stores: &[S], keys: &[PartyKey], ledger: &Ledger, outcome: &m
                     i.received_ms,
                 )),
                 (Some(o), i) => v.push(format!(
-                    "{id}: still `{}` after the network healed (at receiver: {})",
+                    "{id}: still `{}` after the network healed ({} → {}, precedence {}, {} attempts, next at {} ms, last error: {}; at receiver: {})",
                     o.state.as_str(),
+                    o.from_desk,
+                    o.to_desk,
+                    o.precedence,
+                    o.attempts,
+                    o.next_attempt_ms,
+                    o.last_error.as_deref().unwrap_or("none"),
                     if i.is_some() { "stored" } else { "absent" }
                 )),
             }

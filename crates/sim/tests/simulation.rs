@@ -21,8 +21,20 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `LIAISON_SIM_LOG=<filter>` (e.g. `liaison_node=debug`) prints the nodes' logs while
+/// a seed replays.
+fn logs() {
+    if let Ok(filter) = std::env::var("LIAISON_SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 #[test]
 fn seeded_schedules_keep_every_promise() {
+    logs();
     let first = env("LIAISON_SIM_FIRST", 1);
     let seeds = env("LIAISON_SIM_SEEDS", 4);
     let mut failed = Vec::new();
@@ -116,5 +128,15 @@ fn seed_205_a_refused_bounce_does_not_spin() {
 #[test]
 fn seed_745_an_unrecorded_receipt_keeps_the_message_in_doubt() {
     let o = run(745, (0..4).map(|_| MemoryStore::new()).collect());
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+}
+
+/// Found by the campaign (RELIABILITY.md, no. 6): after a lossy spell a pooled
+/// connection to PRC was dead without either end noticing; every retry went down it
+/// and timed out, so an IMMEDIATE message was still queued long after the network
+/// healed. Fixed: a timed-out request drops the party's pooled connections.
+#[test]
+fn seed_1087_a_dead_pooled_connection_is_dropped_after_a_timeout() {
+    let o = run(1087, (0..4).map(|_| MemoryStore::new()).collect());
     assert!(o.violations.is_empty(), "{:?}", o.violations);
 }
