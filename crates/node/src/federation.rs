@@ -168,15 +168,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
             format!("not an envelope batch: {e}"),
         )
     })?;
-    if batch.envelopes.len() > FEDERATION_BATCH_MAX {
-        return Err(Problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} envelopes, expected at most {FEDERATION_BATCH_MAX}",
-                batch.envelopes.len()
-            ),
-        ));
-    }
+    within_batch_max(batch.envelopes.len())?;
     let peer_id = PartyId::new(peer).map_err(|e| Problem(StatusCode::FORBIDDEN, e.to_string()))?;
     let keys = node.party_keys(peer);
     let set = node.agreements();
@@ -316,16 +308,40 @@ fn receipt_body<S: Store>(
     }
 }
 
-/// The answer about an envelope this node holds: a stored receipt naming the held
-/// copy's digest and label (the copy the receiver has is the one that counts).
-fn held_answer(row: &InboxRow) -> Result<(String, Label), String> {
-    let env = Envelope::from_json(row.envelope_json.as_bytes())
-        .map_err(|e| format!("held copy is unreadable: {e}"))?;
-    let label = row
-        .receiver_label
-        .parse::<Label>()
-        .map_err(|e| format!("held copy's label is unreadable: {e}"))?;
-    Ok((env.digest(), label))
+/// The answer about an envelope this node holds, as (digest, outcome): stored, naming
+/// the held copy's digest and label (the copy the receiver has is the one that
+/// counts); refused, naming the `asked` digest, if the held copy cannot be read.
+fn held_answer(row: &InboxRow, asked: String) -> (String, Result<Label, Vec<String>>) {
+    let env = match Envelope::from_json(row.envelope_json.as_bytes()) {
+        Ok(env) => env,
+        Err(e) => return (asked, Err(vec![format!("held copy is unreadable: {e}")])),
+    };
+    match row.receiver_label.parse::<Label>() {
+        Ok(label) => (env.digest(), Ok(label)),
+        Err(e) => (
+            asked,
+            Err(vec![format!("held copy's label is unreadable: {e}")]),
+        ),
+    }
+}
+
+/// Refuses a request listing more than [`FEDERATION_BATCH_MAX`] envelopes.
+fn within_batch_max(n: usize) -> Result<(), Problem> {
+    if n > FEDERATION_BATCH_MAX {
+        return Err(Problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{n} envelopes, expected at most {FEDERATION_BATCH_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A store failure, as the peer sees it: try again later.
+fn unavailable(e: liaison_store::StoreError) -> Problem {
+    Problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cannot store: {e}"),
+    )
 }
 
 async fn envelopes<S: Store>(
@@ -358,12 +374,7 @@ async fn envelopes<S: Store>(
     // Durable before any receipt is signed (rule 6).
     let fresh = node.store.inbox_insert_batch(&rows, &audit).await;
     drop(turn);
-    let fresh = fresh.map_err(|e| {
-        Problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot store: {e}"),
-        )
-    })?;
+    let fresh = fresh.map_err(unavailable)?;
     let new = fresh.iter().filter(|b| **b).count() as u64;
     add(&node.metrics.received, new);
     add(&node.metrics.duplicates, fresh.len() as u64 - new);
@@ -400,30 +411,24 @@ async fn envelopes<S: Store>(
                 &[],
             )
             .await
-            .map_err(|e| {
-                Problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot store: {e}"),
-                )
-            })?;
+            .map_err(unavailable)?;
         ask.into_iter().zip(answers).collect()
     };
     let me = node.party.to_string();
     let bodies = outcomes
         .into_iter()
         .map(|(envelope_id, digest, outcome)| {
-            let outcome = match (held.get(envelope_id.as_str()), outcome) {
-                (Some(Some(row)), _) => held_answer(row).map(|(d, l)| (d, Ok(l))),
-                (Some(None), Outcome::Stored(_)) => Ok((
-                    digest.clone(),
+            let (digest, outcome) = match (held.get(envelope_id.as_str()), outcome) {
+                (Some(Some(row)), _) => held_answer(row, digest),
+                (Some(None), Outcome::Stored(_)) => (
+                    digest,
                     Err(vec![format!(
                         "`{me}` answered earlier that it never received this envelope, and refuses it for good"
                     )]),
-                )),
-                (_, Outcome::Stored(l)) => Ok((digest.clone(), Ok(l))),
-                (_, Outcome::Refused(r) | Outcome::Unverified(r)) => Ok((digest.clone(), Err(r))),
+                ),
+                (_, Outcome::Stored(l)) => (digest, Ok(l)),
+                (_, Outcome::Refused(r) | Outcome::Unverified(r)) => (digest, Err(r)),
             };
-            let (digest, outcome) = outcome.unwrap_or_else(|e| (digest, Err(vec![e])));
             receipt_body(&node, envelope_id, digest, now, outcome)
         })
         .collect();
@@ -452,15 +457,7 @@ async fn settle<S: Store>(
             format!("not a settle request: {e}"),
         )
     })?;
-    if req.envelopes.len() > FEDERATION_BATCH_MAX {
-        return Err(Problem(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "{} envelopes, expected at most {FEDERATION_BATCH_MAX}",
-                req.envelopes.len()
-            ),
-        ));
-    }
+    within_batch_max(req.envelopes.len())?;
     let now = node.now();
     let ids: Vec<String> = req.envelopes.iter().map(|q| q.id.to_string()).collect();
     let audit = node.audit(AuditEvent::EnvelopesSettled {
@@ -477,21 +474,15 @@ async fn settle<S: Store>(
             &[audit],
         )
         .await
-        .map_err(|e| {
-            Problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot store: {e}"),
-            )
-        })?;
+        .map_err(unavailable)?;
     let me = node.party.to_string();
     let bodies = req
         .envelopes
         .into_iter()
         .zip(answers)
         .map(|(q, held)| {
-            let (digest, outcome) = match held.as_ref().map(held_answer) {
-                Some(Ok((d, l))) => (d, Ok(l)),
-                Some(Err(e)) => (q.digest, Err(vec![e])),
+            let (digest, outcome) = match &held {
+                Some(row) => held_answer(row, q.digest),
                 None => (
                     q.digest,
                     Err(vec![format!(

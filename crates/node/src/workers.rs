@@ -196,40 +196,25 @@ pub async fn deliver<S: Store>(
                 }
             };
             let d = still_releasable(&set, &env.header, &consents, now);
-            if !d.allowed() && node.may_have_been_sent(row.seq) {
+            if d.allowed() || node.may_have_been_sent(row.seq) {
                 let digest = env.digest();
-                in_doubt.push(Sending { row, env, digest });
+                let on_way = Sending { row, env, digest };
+                if d.allowed() {
+                    sending.push(on_way);
+                } else {
+                    in_doubt.push(on_way);
+                }
                 continue;
             }
-            if !d.allowed() {
-                unrecorded |= !bounce(
-                    &node,
-                    &row.envelope_id,
-                    d.reasons.iter().map(ToString::to_string).collect(),
-                )
-                .await;
-                continue;
-            }
-            let digest = env.digest();
-            sending.push(Sending { row, env, digest });
+            unrecorded |= !bounce(
+                &node,
+                &row.envelope_id,
+                d.reasons.iter().map(ToString::to_string).collect(),
+            )
+            .await;
         }
         if !in_doubt.is_empty() {
-            let seqs: Vec<i64> = in_doubt.iter().map(|s| s.row.seq).collect();
-            if let Ok(mut g) = in_flight.lock() {
-                g.extend(seqs.iter().copied());
-            }
-            let (node, peer, in_flight) = (node.clone(), peer.clone(), in_flight.clone());
-            tasks.spawn(async move {
-                let head = ask_peer(&node, &peer, in_doubt).await;
-                if let Ok(mut g) = in_flight.lock() {
-                    for seq in &seqs {
-                        g.remove(seq);
-                    }
-                }
-                if let Some(sth) = head {
-                    crate::audit::observe_peer_head(&node, &peer, &sth).await;
-                }
-            });
+            spawn_errand(&mut tasks, &node, &peer, &in_flight, Errand::Ask, in_doubt);
         }
         if sending.is_empty() {
             if unrecorded && idle(&mut shutdown, None, STORE_RETRY).await {
@@ -238,29 +223,52 @@ pub async fn deliver<S: Store>(
             }
             continue;
         }
-        let seqs: Vec<i64> = sending.iter().map(|s| s.row.seq).collect();
-        if let Ok(mut g) = in_flight.lock() {
-            g.extend(seqs.iter().copied());
-        }
-        let node = node.clone();
-        let peer = peer.clone();
-        let in_flight = in_flight.clone();
-        tasks.spawn(async move {
-            let head = send_batch(&node, &peer, sending).await;
-            if let Ok(mut g) = in_flight.lock() {
-                for seq in &seqs {
-                    g.remove(seq);
-                }
-            }
-            // Off the lane: a consistency check may ask the peer for a proof, and the
-            // next batch need not wait for it.
-            if let Some(sth) = head {
-                tokio::spawn(async move {
-                    crate::audit::observe_peer_head(&node, &peer, &sth).await;
-                });
-            }
-        });
+        spawn_errand(&mut tasks, &node, &peer, &in_flight, Errand::Send, sending);
     }
+}
+
+/// What a lane task does with its rows.
+#[derive(Debug, Clone, Copy)]
+enum Errand {
+    /// Send the envelopes.
+    Send,
+    /// Ask the peer about envelopes sent earlier that can no longer be sent.
+    Ask,
+}
+
+/// Runs `errand` for `rows` on a task of the lane, keeping the rows out of the lane's
+/// next fetches until it is done.
+fn spawn_errand<S: Store>(
+    tasks: &mut JoinSet<()>,
+    node: &Arc<Node<S>>,
+    peer: &str,
+    in_flight: &Arc<Mutex<HashSet<i64>>>,
+    errand: Errand,
+    rows: Vec<Sending>,
+) {
+    let seqs: Vec<i64> = rows.iter().map(|s| s.row.seq).collect();
+    if let Ok(mut g) = in_flight.lock() {
+        g.extend(seqs.iter().copied());
+    }
+    let (node, peer, in_flight) = (node.clone(), peer.to_owned(), in_flight.clone());
+    tasks.spawn(async move {
+        let head = match errand {
+            Errand::Send => send_batch(&node, &peer, rows).await,
+            Errand::Ask => ask_peer(&node, &peer, rows).await,
+        };
+        if let Ok(mut g) = in_flight.lock() {
+            for seq in &seqs {
+                g.remove(seq);
+            }
+        }
+        // Off the lane: a consistency check may ask the peer for a proof, and the
+        // next batch need not wait for it.
+        if let Some(sth) = head {
+            tokio::spawn(async move {
+                crate::audit::observe_peer_head(&node, &peer, &sth).await;
+            });
+        }
+    });
 }
 
 /// An outbox row on its way, with its parsed envelope and that envelope's digest

@@ -32,6 +32,12 @@ fn logs() {
     }
 }
 
+/// Runs one seed on fresh in-memory stores and asserts it broke no promise.
+fn replays_clean(seed: u64) {
+    let o = run(seed, (0..4).map(|_| MemoryStore::new()).collect());
+    assert!(o.violations.is_empty(), "seed {seed}: {:?}", o.violations);
+}
+
 #[test]
 fn seeded_schedules_keep_every_promise() {
     logs();
@@ -97,8 +103,7 @@ fn a_seed_replays_exactly() {
 /// receiver (settling) before bouncing anything it may have sent.
 #[test]
 fn seed_197_a_lost_receipt_then_a_lapse() {
-    let o = run(197, (0..4).map(|_| MemoryStore::new()).collect());
-    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    replays_clean(197);
 }
 
 /// Found by the campaign (RELIABILITY.md, no. 4): while a node's store refused writes,
@@ -127,8 +132,7 @@ fn seed_205_a_refused_bounce_does_not_spin() {
 /// sent only once its outcome is recorded.
 #[test]
 fn seed_745_an_unrecorded_receipt_keeps_the_message_in_doubt() {
-    let o = run(745, (0..4).map(|_| MemoryStore::new()).collect());
-    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    replays_clean(745);
 }
 
 /// Found by the campaign (RELIABILITY.md, no. 6): after a lossy spell a pooled
@@ -137,6 +141,5 @@ fn seed_745_an_unrecorded_receipt_keeps_the_message_in_doubt() {
 /// healed. Fixed: a timed-out request drops the party's pooled connections.
 #[test]
 fn seed_1087_a_dead_pooled_connection_is_dropped_after_a_timeout() {
-    let o = run(1087, (0..4).map(|_| MemoryStore::new()).collect());
-    assert!(o.violations.is_empty(), "{:?}", o.violations);
+    replays_clean(1087);
 }
