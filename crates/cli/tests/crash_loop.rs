@@ -175,11 +175,24 @@ fn nodes_killed_at_random_moments_lose_and_duplicate_nothing() {
         if queued[0].0 == 0 {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{} still queued after 120 s",
-            queued[0].0
-        );
+        for i in 0..2 {
+            if let Some(status) = pair.exited(i) {
+                panic!("node {i} ended by itself ({status}):\n{}", pair.log(i, 200));
+            }
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let stuck: Vec<(String, i64, i64, Option<String>)> = query(
+                &pair.dirs[0],
+                "SELECT envelope_id, attempts, next_attempt_ms, last_error \
+                 FROM outbox WHERE state = 'queued'",
+            );
+            panic!(
+                "{} still queued after 120 s: {stuck:#?}\n--- sender log ---\n{}\n--- receiver log ---\n{}",
+                queued[0].0,
+                pair.log(0, 200),
+                pair.log(1, 200)
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     // One more receiver crash after delivery: a lost receipt must not duplicate.

@@ -59,11 +59,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Sign + verify pairs per second on one core, the ceiling for signed delivery.
-pub fn ed25519_rate(duration: Duration) -> f64 {
-    let key = PartyKey::from_seed(
-        PartyId::new("BENCH").unwrap_or_else(|_| unreachable_party()),
-        [7; 32],
-    );
+pub fn ed25519_rate(duration: Duration) -> Result<f64, crate::NodeError> {
+    let party = PartyId::new("BENCH").map_err(|e| crate::NodeError::Other(e.to_string()))?;
+    let key = PartyKey::from_seed(party, [7; 32]);
     let public = key.public();
     let msg = vec![0x5au8; 1024];
     let start = Instant::now();
@@ -73,26 +71,21 @@ pub fn ed25519_rate(duration: Duration) -> f64 {
         let _ = public.verify(&msg, &sig);
         n += 1;
     }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-fn unreachable_party() -> PartyId {
-    // "BENCH" is a valid party id; this is never called.
-    PartyId::new("X").unwrap_or_else(|_| unreachable_party())
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 async fn pair(root: &Path, clock: SharedClock) -> Result<(Running, Running), crate::NodeError> {
     let err = |e: std::io::Error| crate::NodeError::Other(e.to_string());
     let parties = ["USA", "ROK"];
     let ports = [
-        (free_port().map_err(err)?, free_port().map_err(err)?),
-        (free_port().map_err(err)?, free_port().map_err(err)?),
+        (
+            crate::ports::free_local_port().map_err(err)?,
+            crate::ports::free_local_port().map_err(err)?,
+        ),
+        (
+            crate::ports::free_local_port().map_err(err)?,
+            crate::ports::free_local_port().map_err(err)?,
+        ),
     ];
     let text = include_str!("../../../examples/scenario/rok-usa-jpn-information-sharing.toml");
     let keys: Vec<PartyKey> = ["USA", "ROK", "JPN"]
@@ -170,7 +163,7 @@ pub async fn run(
     progress: impl Fn(&str),
 ) -> Result<BenchReport, crate::NodeError> {
     progress("measuring Ed25519 sign+verify on one core");
-    let ed = ed25519_rate(Duration::from_secs(2));
+    let ed = ed25519_rate(Duration::from_secs(2))?;
     let clock: SharedClock = Arc::new(ScenarioClock::new(
         "2019-11-22T12:00:00+09:00"
             .parse()

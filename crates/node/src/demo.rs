@@ -193,11 +193,7 @@ fn err(e: impl std::fmt::Display) -> NodeError {
 }
 
 fn free_port() -> Result<u16, NodeError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(err)?
-        .local_addr()
-        .map_err(err)?
-        .port())
+    crate::ports::free_local_port().map_err(err)
 }
 
 fn node_dir(root: &Path, party: &str) -> PathBuf {

@@ -336,8 +336,10 @@ fn within_batch_max(n: usize) -> Result<(), Problem> {
     Ok(())
 }
 
-/// A store failure, as the peer sees it: try again later.
+/// A store failure, as the peer sees it: try again later. Logged here too: the peer
+/// retries quietly, and an operator must learn that this node refuses deliveries.
 fn unavailable(e: liaison_store::StoreError) -> Problem {
+    tracing::error!("refusing a federation request, the store failed: {e}");
     Problem(
         StatusCode::SERVICE_UNAVAILABLE,
         format!("cannot store: {e}"),

@@ -13,6 +13,7 @@ pub mod events;
 pub mod federation;
 pub mod metrics;
 pub mod node;
+pub mod ports;
 pub mod random;
 pub mod users;
 pub mod web;

@@ -287,11 +287,8 @@ async fn unpinned_keys_and_tampered_envelopes_are_refused_and_logged() {
         r.is_err(),
         "an unpinned key must be refused at the handshake"
     );
-    let (_, metrics) = c.api("USA", "GET", "/metrics", None).await;
-    assert!(
-        metrics.contains("liaison_link_handshakes_refused_total 1"),
-        "{metrics}"
-    );
+    c.wait_metric("USA", "liaison_link_handshakes_refused_total 1")
+        .await;
 
     // The real ROK key, but an envelope altered after signing.
     let rok = c.party_key("ROK");

@@ -354,26 +354,40 @@ impl SqliteStore {
     }
 
     async fn load_frontier(&self) -> StoreResult<()> {
-        const OP: &str = "load_frontier";
-        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
-            .bind(AUDIT_FRONTIER_KEY)
-            .fetch_optional(&self.reader)
+        let mut conn = self
+            .reader
+            .acquire()
             .await
-            .map_err(self.err(OP))?;
-        let frontier = match stored.and_then(|j| serde_json::from_str::<Frontier>(&j).ok()) {
-            Some(f) => f,
-            None => {
-                // No saved frontier (a log from before it was kept): rebuild from leaves.
-                let leaves = self.audit_leaves(0, u64::MAX).await?;
-                Frontier::from_leaves(&leaves).map_err(|e| StoreError::Corrupt {
-                    path: self.path.to_string(),
-                    op: "audit",
-                    detail: format!("audit log: {e}"),
-                })?
-            }
-        };
+            .map_err(self.err("load_frontier"))?;
+        let frontier = self.stored_frontier("load_frontier", &mut conn).await?;
         *self.frontier.lock().await = frontier;
         Ok(())
+    }
+
+    /// The audit frontier as committed, read through `conn`: the one saved in `meta`,
+    /// or, for a log from before it was kept, rebuilt from the leaves.
+    async fn stored_frontier(
+        &self,
+        op: &'static str,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> StoreResult<Frontier> {
+        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(AUDIT_FRONTIER_KEY)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(self.err(op))?;
+        if let Some(f) = stored.and_then(|j| serde_json::from_str::<Frontier>(&j).ok()) {
+            return Ok(f);
+        }
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit ORDER BY idx")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(self.err(op))?;
+        Frontier::from_leaves(&self.leaf_hashes(rows)?).map_err(|e| StoreError::Corrupt {
+            path: self.path.to_string(),
+            op: "audit",
+            detail: format!("audit log: {e}"),
+        })
     }
 
     async fn audit_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<Hash>> {
@@ -386,6 +400,10 @@ impl SqliteStore {
                 .fetch_all(&self.reader)
                 .await
                 .map_err(self.err("audit_leaf_hashes"))?;
+        self.leaf_hashes(rows)
+    }
+
+    fn leaf_hashes(&self, rows: Vec<Vec<u8>>) -> StoreResult<Vec<Hash>> {
         rows.into_iter()
             .map(|b| {
                 b.try_into().map_err(|_| StoreError::Corrupt {
@@ -409,6 +427,22 @@ impl SqliteStore {
         let mut next = frontier.clone();
         if entries.is_empty() {
             return Ok(next);
+        }
+        // The frontier in memory can be behind the log: a caller dropped while its
+        // commit was under way (an HTTP handler whose client went away) leaves the
+        // commit done and the frontier unmoved. Appending from it would reuse an index
+        // and fail every write from then on, so it is checked inside the transaction.
+        let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(self.err(op))?;
+        if u64::try_from(size).ok() != Some(next.size()) {
+            tracing::warn!(
+                memory = next.size(),
+                stored = size,
+                "audit frontier in memory is behind the log; reloading it"
+            );
+            next = self.stored_frontier(op, tx).await?;
         }
         let mut rows: Vec<(i64, &[u8], Hash, Hash)> = Vec::with_capacity(entries.len());
         for e in entries {

@@ -1123,3 +1123,51 @@ async fn the_wal_is_checkpointed_off_the_commit_path() {
     );
     s.close().await;
 }
+
+/// A write whose caller is dropped while its commit is under way (an HTTP handler
+/// whose client went away) commits without moving the store's audit frontier in
+/// memory. Two stores on one file put one store's frontier behind the log the same
+/// way. The next audited write must notice, reload the frontier and append after the
+/// last entry; reusing an index failed every write from then on (the crash loop found
+/// it: a receiver refused all deliveries after a sender died mid-request).
+#[tokio::test]
+async fn an_audit_frontier_behind_the_log_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let behind = SqliteStore::open(&path).await.unwrap();
+    behind.audit_append(&[b"first".to_vec()]).await.unwrap();
+    let other = SqliteStore::open(&path).await.unwrap();
+    other
+        .inbox_insert_batch(
+            &[inb("m1", "cert", 0, 1)],
+            &[b"second".to_vec(), b"third".to_vec()],
+        )
+        .await
+        .unwrap();
+    other.close().await;
+    // `behind` still counts one entry.
+    behind
+        .inbox_insert_batch(&[inb("m2", "cert", 0, 2)], &[b"fourth".to_vec()])
+        .await
+        .unwrap();
+    let (size, root) = behind.audit_head().await.unwrap();
+    assert_eq!(size, 4);
+    let rows = behind.audit_rows(0, 10).await.unwrap();
+    let entries: Vec<&[u8]> = rows.iter().map(|r| r.entry.as_slice()).collect();
+    assert_eq!(
+        entries,
+        [
+            b"first".as_slice(),
+            b"second".as_slice(),
+            b"third".as_slice(),
+            b"fourth".as_slice()
+        ]
+    );
+    let leaves: Vec<[u8; 32]> = rows.iter().map(|r| r.leaf).collect();
+    assert_eq!(root, liaison_core::merkle::root_from_leaves(&leaves));
+    assert_eq!(rows[3].root_after, root);
+    behind.close().await;
+    let again = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(again.audit_head().await.unwrap(), (size, root));
+    again.close().await;
+}

@@ -48,19 +48,7 @@ pub fn fails(args: &[&str]) -> String {
 }
 
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    liaison_node::ports::free_local_port().unwrap()
 }
 
 pub struct Pair {
@@ -169,7 +157,18 @@ impl Pair {
                 "2019-11-22T20:00:00+09:00",
             ])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dirs[i].join("serve.log")).unwrap())
+            // Appended across restarts, so a failure can show every life of the node.
+            .env(
+                "LIAISON_LOG",
+                std::env::var("LIAISON_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dirs[i].join("serve.log"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         self.children[i] = Some(child);
@@ -263,6 +262,20 @@ impl Pair {
             c.kill().unwrap();
             c.wait().unwrap();
         }
+    }
+
+    /// How node `i` ended, if it is no longer running (it should be).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.children[i]
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The last `lines` lines node `i` logged, across its restarts.
+    pub fn log(&self, i: usize, lines: usize) -> String {
+        let all = std::fs::read_to_string(self.dirs[i].join("serve.log")).unwrap_or_default();
+        let from = all.lines().count().saturating_sub(lines);
+        all.lines().skip(from).collect::<Vec<_>>().join("\n")
     }
 
     pub fn inbox_ids(&self) -> Vec<String> {

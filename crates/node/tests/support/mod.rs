@@ -56,11 +56,7 @@ pub fn signed_scenario() -> Vec<(String, String)> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    liaison_node::ports::free_local_port().unwrap()
 }
 
 pub struct Cluster {
@@ -285,6 +281,23 @@ impl Cluster {
             assert!(
                 start.elapsed() < WAIT,
                 "{party} {channel} never became {state}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a line of the party's metrics: some are counted by the server after
+    /// the client already has its answer (a refused handshake, say).
+    pub async fn wait_metric(&self, party: &str, line: &str) {
+        let start = Instant::now();
+        loop {
+            let (_, text) = self.api(party, "GET", "/metrics", None).await;
+            if text.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "{party} never showed `{line}`: {text}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
