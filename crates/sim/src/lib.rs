@@ -417,29 +417,47 @@ pub fn run<S: FaultyStore>(seed: u64, stores: Vec<S>) -> Outcome {
                 let (Some(store), Some(key)) = (store, key) else {
                     return Err("no store or key".into());
                 };
-                let boot = {
-                    let mut b = boots.lock().map_err(|_| "lock")?;
-                    let slot = b.get_mut(i).ok_or("no slot")?;
-                    *slot += 1;
-                    *slot
-                };
-                if boot == 1 {
-                    for (name, text) in &agreements {
-                        liaison_node::install_agreement(&store, name, text, 0).await?;
+                let machines = loop {
+                    let boot = {
+                        let mut b = boots.lock().map_err(|_| "lock")?;
+                        let slot = b.get_mut(i).ok_or("no slot")?;
+                        *slot += 1;
+                        *slot
+                    };
+                    if boot == 1 {
+                        for (name, text) in &agreements {
+                            liaison_node::install_agreement(&store, name, text, 0).await?;
+                        }
                     }
-                }
-                let listener =
-                    turmoil::net::TcpListener::bind(("0.0.0.0", FEDERATION_PORT)).await?;
-                let machines = liaison_node::launch(Parts {
-                    config: config_of(i),
-                    key,
-                    store,
-                    clock: Arc::new(SimClock { origin, skew_ms }),
-                    random: Arc::new(SeededRandom::new(seed ^ ((i as u64) << 32) ^ boot)),
-                    dialer: Arc::new(SimDialer),
-                    federation: SimListener(listener),
-                })
-                .await?;
+                    let listener =
+                        turmoil::net::TcpListener::bind(("0.0.0.0", FEDERATION_PORT)).await?;
+                    let launched = liaison_node::launch(Parts {
+                        config: config_of(i),
+                        key: key.clone(),
+                        store: store.clone(),
+                        clock: Arc::new(SimClock { origin, skew_ms }),
+                        random: Arc::new(SeededRandom::new(seed ^ ((i as u64) << 32) ^ boot)),
+                        dialer: Arc::new(SimDialer),
+                        federation: SimListener(listener),
+                    })
+                    .await;
+                    match launched {
+                        Ok(m) => break m,
+                        // A node does not start while its store refuses writes (start-up
+                        // records agreement events and signs a tree head); it says why
+                        // and exits. A supervisor (systemd's Restart=on-failure, say)
+                        // starts it again, as this does.
+                        Err(liaison_node::NodeError::Store(
+                            e @ (liaison_store::StoreError::DiskFull { .. }
+                            | liaison_store::StoreError::ReadOnly { .. }
+                            | liaison_store::StoreError::Busy { .. }),
+                        )) => {
+                            tracing::info!(%party, "node did not start, restarting it in 2 s: {e}");
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                };
                 if let Ok(mut n) = nodes.lock()
                     && let Some(slot) = n.get_mut(i)
                 {

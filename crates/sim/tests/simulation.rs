@@ -143,3 +143,14 @@ fn seed_745_an_unrecorded_receipt_keeps_the_message_in_doubt() {
 fn seed_1087_a_dead_pooled_connection_is_dropped_after_a_timeout() {
     replays_clean(1087);
 }
+
+/// Seed 7875 (campaign of 10,000 on 7513c0a): USA crashed while its store refused
+/// writes, and could not start again: start-up records agreement events and signs a
+/// tree head, the store refused, and the node exited with "disk full". The simulation
+/// had no supervisor, so USA stayed down and JPN's FLASH to it stayed queued. Fixed in
+/// the harness: like systemd's `Restart=on-failure`, it starts a node again (every
+/// 2 s) that exited because its store refused writes.
+#[test]
+fn seed_7875_a_node_that_cannot_start_on_a_full_store_is_restarted() {
+    replays_clean(7875);
+}
