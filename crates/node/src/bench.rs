@@ -76,17 +76,9 @@ pub fn ed25519_rate(duration: Duration) -> Result<f64, crate::NodeError> {
 
 async fn pair(root: &Path, clock: SharedClock) -> Result<(Running, Running), crate::NodeError> {
     let err = |e: std::io::Error| crate::NodeError::Other(e.to_string());
+    let port = || crate::ports::free_local_port().map_err(err);
     let parties = ["USA", "ROK"];
-    let ports = [
-        (
-            crate::ports::free_local_port().map_err(err)?,
-            crate::ports::free_local_port().map_err(err)?,
-        ),
-        (
-            crate::ports::free_local_port().map_err(err)?,
-            crate::ports::free_local_port().map_err(err)?,
-        ),
-    ];
+    let ports = [(port()?, port()?), (port()?, port()?)];
     let text = include_str!("../../../examples/scenario/rok-usa-jpn-information-sharing.toml");
     let keys: Vec<PartyKey> = ["USA", "ROK", "JPN"]
         .iter()

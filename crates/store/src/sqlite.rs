@@ -379,11 +379,8 @@ impl SqliteStore {
         if let Some(f) = stored.and_then(|j| serde_json::from_str::<Frontier>(&j).ok()) {
             return Ok(f);
         }
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT leaf FROM audit ORDER BY idx")
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(self.err(op))?;
-        Frontier::from_leaves(&self.leaf_hashes(rows)?).map_err(|e| StoreError::Corrupt {
+        let leaves = self.leaves_in(op, conn, 0, u64::MAX).await?;
+        Frontier::from_leaves(&leaves).map_err(|e| StoreError::Corrupt {
             path: self.path.to_string(),
             op: "audit",
             detail: format!("audit log: {e}"),
@@ -391,19 +388,28 @@ impl SqliteStore {
     }
 
     async fn audit_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<Hash>> {
+        const OP: &str = "audit_leaf_hashes";
+        let mut conn = self.reader.acquire().await.map_err(self.err(OP))?;
+        self.leaves_in(OP, &mut conn, start, end).await
+    }
+
+    /// Leaf hashes of entries `start..end`, read through `conn`.
+    async fn leaves_in(
+        &self,
+        op: &'static str,
+        conn: &mut sqlx::SqliteConnection,
+        start: u64,
+        end: u64,
+    ) -> StoreResult<Vec<Hash>> {
         let end = i64::try_from(end).unwrap_or(i64::MAX);
         let start = i64::try_from(start).unwrap_or(i64::MAX);
         let rows: Vec<Vec<u8>> =
             sqlx::query_scalar("SELECT leaf FROM audit WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")
                 .bind(start)
                 .bind(end)
-                .fetch_all(&self.reader)
+                .fetch_all(&mut *conn)
                 .await
-                .map_err(self.err("audit_leaf_hashes"))?;
-        self.leaf_hashes(rows)
-    }
-
-    fn leaf_hashes(&self, rows: Vec<Vec<u8>>) -> StoreResult<Vec<Hash>> {
+                .map_err(self.err(op))?;
         rows.into_iter()
             .map(|b| {
                 b.try_into().map_err(|_| StoreError::Corrupt {
@@ -428,10 +434,13 @@ impl SqliteStore {
         if entries.is_empty() {
             return Ok(next);
         }
-        // The frontier in memory can be behind the log: a caller dropped while its
-        // commit was under way (an HTTP handler whose client went away) leaves the
-        // commit done and the frontier unmoved. Appending from it would reuse an index
-        // and fail every write from then on, so it is checked inside the transaction.
+        // The frontier in memory can be behind the log. Another process may have
+        // appended (`liaison agreement install` or `liaison user add` on a running
+        // node, both supported), or a caller was dropped while its commit was under
+        // way (an HTTP handler whose client went away), leaving the commit done and
+        // the frontier unmoved. Appending from it would reuse an index and fail every
+        // write from then on, so the log itself is asked, inside the transaction; a
+        // flag set around the commit would miss the other process.
         let size: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(idx) + 1, 0) FROM audit")
             .fetch_one(&mut **tx)
             .await
