@@ -47,6 +47,7 @@ pub struct Running {
     pub node: Arc<Node<SqliteStore>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Running {
@@ -63,10 +64,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish, stops the machines. Nothing is
     /// lost: everything acknowledged was committed before it was acknowledged.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
-        }
+        stop_machines(&self.shutdown, &self.node, self.tasks, self.writer).await;
         self.node.store.close().await;
     }
 }
@@ -126,6 +124,7 @@ pub async fn start_with(
         node,
         shutdown: shutdown_tx,
         mut tasks,
+        writer,
     } = launch(Parts {
         config,
         key,
@@ -175,6 +174,7 @@ pub async fn start_with(
         node,
         shutdown: shutdown_tx,
         tasks,
+        writer,
     })
 }
 
@@ -210,16 +210,33 @@ pub struct Machines<S: Store> {
     pub node: Arc<Node<S>>,
     pub shutdown: watch::Sender<bool>,
     pub tasks: Vec<JoinHandle<()>>,
+    /// The outbox writer, stopped last (see [`Machines::stop`]).
+    pub writer: JoinHandle<()>,
 }
 
 impl<S: Store> Machines<S> {
     /// Stops everything and waits for it; the store stays open.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
-        }
+        stop_machines(&self.shutdown, &self.node, self.tasks, self.writer).await;
     }
+}
+
+/// Graceful stop: every machine finishes what it has under way (a lane settles the
+/// batches it has on the wire), and only then does the writer commit what they
+/// handed it and stop.
+async fn stop_machines<S: Store>(
+    shutdown: &watch::Sender<bool>,
+    node: &Node<S>,
+    tasks: Vec<JoinHandle<()>>,
+    writer: JoinHandle<()>,
+) {
+    let grace = std::time::Duration::from_secs(15);
+    let _ = shutdown.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(grace, t).await;
+    }
+    node.close_writer();
+    let _ = tokio::time::timeout(grace, writer).await;
 }
 
 /// Starts a node's machines on injected parts.
@@ -253,15 +270,14 @@ pub async fn launch<S: Store, L: Listener>(parts: Parts<S, L>) -> Result<Machine
         client,
         pins.clone(),
         stats.clone(),
-        shutdown_rx.clone(),
     );
     node.note_boot_seq().await?;
     node.refresh_agreements().await?;
     node.audit_agreement_events().await?;
     node.sign_tree_head().await?;
 
+    let writer = tokio::spawn(writer);
     let mut tasks = vec![
-        tokio::spawn(writer),
         tokio::spawn(workers::maintenance(node.clone(), shutdown_rx.clone())),
         tokio::spawn(workers::hotlines(node.clone(), shutdown_rx.clone())),
         tokio::spawn(workers::escalations(node.clone(), shutdown_rx.clone())),
@@ -295,6 +311,7 @@ pub async fn launch<S: Store, L: Listener>(parts: Parts<S, L>) -> Result<Machine
         node,
         shutdown: shutdown_tx,
         tasks,
+        writer,
     })
 }
 

@@ -25,10 +25,12 @@ use crate::config::Config;
 use crate::metrics::{Metrics, inc};
 use crate::random::Random;
 
-/// Accepted messages waiting for one group commit.
+/// Accepted messages in one group commit.
 pub const ACCEPT_BATCH_MAX: usize = 512;
-/// Queue of accepts waiting for the writer.
-pub const ACCEPT_QUEUE_MAX: usize = 8192;
+/// Receipts recorded in one group commit (several receipt batches can share it).
+pub const RECEIPT_BATCH_MAX: usize = 2048;
+/// Writes waiting for the writer.
+pub const WRITE_QUEUE_MAX: usize = 8192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -98,10 +100,21 @@ pub struct Prepared {
     pub decision: Decision,
 }
 
-struct AcceptJob {
-    row: OutboxRow,
-    audit: Vec<u8>,
-    done: oneshot::Sender<Result<(), String>>,
+/// A write for the node's outbox writer.
+enum WriteJob {
+    /// A message accepted for sending, with its audit entry.
+    Accept {
+        row: Box<OutboxRow>,
+        audit: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// A peer's verified receipts `(envelope_id, receipt_json)` with their audit
+    /// entries; answered with a flag per receipt (`true`: delivered now).
+    Receipts {
+        receipts: Vec<(String, String)>,
+        audit: Vec<Vec<u8>>,
+        done: oneshot::Sender<Result<Vec<bool>, String>>,
+    },
 }
 
 /// Key of a hotline monitor: (agreement, channel, peer party).
@@ -134,7 +147,10 @@ pub struct Node<S: Store> {
     pub lane_wakes: HashMap<(String, bool), Arc<Notify>>,
     pub ack_wake: Notify,
     pub hotlines: Mutex<BTreeMap<HotlineKey, HotlineEntry>>,
-    writer: mpsc::Sender<AcceptJob>,
+    writer: mpsc::Sender<WriteJob>,
+    /// Tells the writer to commit what it was handed and stop: sent once every other
+    /// machine of the node has stopped, so nothing settled on the way out is dropped.
+    writer_close: tokio::sync::watch::Sender<bool>,
     pub retry: liaison_core::delivery::RetryPolicy,
     /// Latest signed head of this node's own audit log.
     pub tree_head: Mutex<Option<SignedTreeHead>>,
@@ -177,9 +193,9 @@ impl<S: Store> Node<S> {
         client: Client,
         pins: Pins,
         link_stats: Arc<LinkStats>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE_MAX);
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let (writer_close, close) = tokio::sync::watch::channel(false);
         let config_peers: Vec<String> = config.peers.iter().map(|p| p.party.clone()).collect();
         let retry = liaison_core::delivery::RetryPolicy {
             retry_delay_ms_min: config.delivery.retry_delay_ms_min,
@@ -210,6 +226,7 @@ impl<S: Store> Node<S> {
             ack_wake: Notify::new(),
             hotlines: Mutex::new(BTreeMap::new()),
             writer: tx,
+            writer_close,
             retry,
             tree_head: Mutex::new(None),
             events: tokio::sync::broadcast::channel(crate::events::EVENTS_BUFFER_MAX).0,
@@ -220,8 +237,33 @@ impl<S: Store> Node<S> {
             urgent_accepted_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             peer_log_lock: tokio::sync::Mutex::new(()),
         });
-        let writer = group_commit(node.clone(), rx, shutdown);
+        let writer = group_commit(node.clone(), rx, close);
         (node, writer)
+    }
+
+    /// Lets the writer commit what it holds and stop (see [`crate::stop_machines`]).
+    pub fn close_writer(&self) {
+        let _ = self.writer_close.send(true);
+    }
+
+    /// Records a peer's verified receipts (with their audit entries) durably, in the
+    /// writer's next group commit; a flag per receipt, `true` if that message became
+    /// delivered now.
+    pub async fn record_receipts(
+        &self,
+        receipts: Vec<(String, String)>,
+        audit: Vec<Vec<u8>>,
+    ) -> Result<Vec<bool>, String> {
+        let (done, wait) = oneshot::channel();
+        self.writer
+            .send(WriteJob::Receipts {
+                receipts,
+                audit,
+                done,
+            })
+            .await
+            .map_err(|_| "node is shutting down".to_owned())?;
+        wait.await.map_err(|_| "node is shutting down".to_owned())?
     }
 
     pub fn wake_lane(&self, peer: &str, express: bool) {
@@ -626,7 +668,11 @@ impl<S: Store> Node<S> {
         });
         let (done, wait) = oneshot::channel();
         self.writer
-            .send(AcceptJob { row, audit, done })
+            .send(WriteJob::Accept {
+                row: Box::new(row),
+                audit,
+                done,
+            })
             .await
             .map_err(|_| SendError::Unavailable("node is shutting down".into()))?;
         match wait.await {
@@ -712,38 +758,80 @@ impl<S: Store> Node<S> {
     }
 }
 
-/// Commits accepted messages in groups: one fsync for everything that arrived while
-/// the previous commit ran, so durability does not cap throughput.
+/// The node's outbox writer. Accepts and peers' receipts that arrive while a commit
+/// runs share the next one: one transaction and one fsync for all of them, so
+/// durability does not cap throughput, and neither kind of write queues for the
+/// store's single writer behind the other.
 async fn group_commit<S: Store>(
     node: Arc<Node<S>>,
-    mut rx: mpsc::Receiver<AcceptJob>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut rx: mpsc::Receiver<WriteJob>,
+    mut close: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut jobs: Vec<AcceptJob> = Vec::with_capacity(ACCEPT_BATCH_MAX);
+    let mut jobs: Vec<WriteJob> = Vec::with_capacity(ACCEPT_BATCH_MAX);
     loop {
-        // On shutdown, commit what was already handed over, then stop.
+        // On close, commit what was already handed over, then stop.
         let first = tokio::select! {
             j = rx.recv() => j,
-            _ = shutdown.wait_for(|s| *s) => rx.try_recv().ok(),
+            _ = close.wait_for(|c| *c) => rx.try_recv().ok(),
         };
         let Some(first) = first else { return };
         jobs.push(first);
-        while jobs.len() < ACCEPT_BATCH_MAX {
+        let (mut accepts, mut receipts) = (0, 0);
+        loop {
+            match jobs.last() {
+                Some(WriteJob::Accept { .. }) => accepts += 1,
+                Some(WriteJob::Receipts { receipts: r, .. }) => receipts += r.len(),
+                None => {}
+            }
+            if accepts >= ACCEPT_BATCH_MAX || receipts >= RECEIPT_BATCH_MAX {
+                break;
+            }
             match rx.try_recv() {
                 Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
         }
-        let rows: Vec<OutboxRow> = jobs.iter().map(|j| j.row.clone()).collect();
-        let audit: Vec<Vec<u8>> = jobs.iter().map(|j| j.audit.clone()).collect();
+        let mut rows = Vec::with_capacity(accepts);
+        let mut delivered = Vec::with_capacity(receipts);
+        let mut audit = Vec::with_capacity(accepts + receipts);
+        for j in &jobs {
+            match j {
+                WriteJob::Accept { row, audit: a, .. } => {
+                    rows.push(OutboxRow::clone(row));
+                    audit.push(a.clone());
+                }
+                WriteJob::Receipts {
+                    receipts, audit: a, ..
+                } => {
+                    delivered.extend(receipts.iter().cloned());
+                    audit.extend(a.iter().cloned());
+                }
+            }
+        }
         let result = node
             .store
-            .outbox_insert_batch(&rows, &audit)
+            .outbox_commit(&rows, &delivered, node.clock.now_ms(), &audit)
             .await
-            .map(|_| ())
             .map_err(|e| e.to_string());
+        let mut flags = result
+            .as_ref()
+            .map(|c| c.delivered.iter().copied())
+            .ok()
+            .into_iter()
+            .flatten();
         for j in jobs.drain(..) {
-            let _ = j.done.send(result.clone());
+            match j {
+                WriteJob::Accept { done, .. } => {
+                    let _ = done.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+                }
+                WriteJob::Receipts { receipts, done, .. } => {
+                    let answer = match &result {
+                        Ok(_) => Ok(flags.by_ref().take(receipts.len()).collect()),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = done.send(answer);
+                }
+            }
         }
     }
 }

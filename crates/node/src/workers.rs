@@ -13,7 +13,6 @@ use liaison_core::audit::AuditEvent;
 use liaison_core::delivery::still_releasable;
 use liaison_core::envelope::{Envelope, Receipt, ReceiptBatch, ReceiptKind, SignedTreeHead};
 use liaison_core::hotline::flash_overdue;
-use liaison_core::precedence::Precedence;
 use liaison_store::{OutboxRow, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -479,9 +478,6 @@ async fn settle<S: Store>(
             return None;
         }
     };
-    let urgent = sent
-        .iter()
-        .any(|s| s.row.precedence >= Precedence::Immediate.rank());
     let by_id: HashMap<&str, &Receipt> = receipts
         .iter()
         .map(|r| (r.body.envelope_id.as_str(), r))
@@ -524,19 +520,8 @@ async fn settle<S: Store>(
         }
     }
     if !delivered.is_empty() {
-        // Bulk writes queue for the one writer one at a time, so an urgent write waits
-        // behind at most one of them.
-        let turn = if urgent {
-            None
-        } else {
-            node.bulk_writes.acquire().await.ok()
-        };
-        let recorded = node
-            .store
-            .outbox_delivered(&delivered, node.clock.now_ms(), &audit)
-            .await;
-        drop(turn);
-        match recorded {
+        let ids: Vec<String> = delivered.iter().map(|(id, _)| id.clone()).collect();
+        match node.record_receipts(delivered, audit).await {
             Ok(flags) => {
                 settled.extend(delivered_seqs.iter().copied());
                 add(
@@ -546,9 +531,9 @@ async fn settle<S: Store>(
                 if let Ok(w) = node.delivered_watch.lock()
                     && let Some(tx) = w.as_ref()
                 {
-                    for ((id, _), fresh) in delivered.iter().zip(&flags) {
+                    for (id, fresh) in ids.into_iter().zip(&flags) {
                         if *fresh {
-                            let _ = tx.send(id.clone());
+                            let _ = tx.send(id);
                         }
                     }
                 }

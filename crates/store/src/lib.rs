@@ -25,6 +25,7 @@
 //! envelope id, ...) is rejected with [`StoreError::InvalidInput`] and nothing
 //! is written; in a batch, nothing of the batch is written.
 
+mod batch;
 mod error;
 mod memory;
 mod sqlite;
@@ -37,8 +38,8 @@ pub use memory::{MemoryStore, OpCounts, WriteFault};
 pub use sqlite::{AuditRow, SqliteStore};
 pub use types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
-    OutboxDepth, OutboxRow, OutboxState, PRECEDENCE_FLASH, PRECEDENCE_ROUTINE, SessionRow,
-    TokenRow, UserRow,
+    OutboxCommitted, OutboxDepth, OutboxRow, OutboxState, PRECEDENCE_FLASH, PRECEDENCE_ROUTINE,
+    SessionRow, TokenRow, UserRow,
 };
 
 /// Result type of every store operation.
@@ -63,7 +64,26 @@ pub trait Store: Send + Sync + Clone + 'static {
         &self,
         rows: &[OutboxRow],
         audit: &[Vec<u8>],
-    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send {
+        async move {
+            if rows.is_empty() && audit.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(self.outbox_commit(rows, &[], 0, audit).await?.inserted)
+        }
+    }
+
+    /// Newly accepted messages ([`Store::outbox_insert_batch`]) and peers' receipts
+    /// ([`Store::outbox_delivered`], at `now_ms`) in one transaction, then `audit`:
+    /// what a node's writer gathered while its previous commit ran, made durable by
+    /// one commit. All or nothing.
+    fn outbox_commit(
+        &self,
+        accepted: &[OutboxRow],
+        receipts: &[(String, String)],
+        now_ms: i64,
+        audit: &[Vec<u8>],
+    ) -> impl Future<Output = StoreResult<OutboxCommitted>> + Send;
 
     /// Queued messages for `peer` whose `next_attempt_ms <= now_ms`, FLASH
     /// first (precedence DESC), then oldest (`created_ms` ASC), then
@@ -116,7 +136,17 @@ pub trait Store: Send + Sync + Clone + 'static {
         receipts: &[(String, String)],
         now_ms: i64,
         audit: &[Vec<u8>],
-    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send {
+        async move {
+            if receipts.is_empty() && audit.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(self
+                .outbox_commit(&[], receipts, now_ms, audit)
+                .await?
+                .delivered)
+        }
+    }
 
     /// Reschedules a queued message after a failed attempt. Returns `false`
     /// (changing nothing) if the message is unknown or no longer queued.

@@ -49,7 +49,7 @@ use liaison_core::merkle::{Frontier, Hash, leaf_hash};
 use crate::error::describe_constraint;
 use crate::types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
-    OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
+    OutboxCommitted, OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
 };
 use crate::{AuditRow, Store, StoreError, StoreResult};
 
@@ -291,18 +291,10 @@ impl State {
         self.inbox.get_mut(&seq)
     }
 
-    fn insert_outbox(
-        &mut self,
-        op: &'static str,
-        rows: &[OutboxRow],
-        audit: &[Vec<u8>],
-    ) -> StoreResult<Vec<bool>> {
-        for r in rows {
-            check_outbox_row(op, r)?;
-        }
-        let plan = self.plan_audit(audit)?;
-        let fresh = rows
-            .iter()
+    /// Inserts checked rows (the caller has planned the audit entries, so nothing
+    /// here can fail half-way); one flag per row, `true` if stored now.
+    fn insert_outbox(&mut self, rows: &[OutboxRow]) -> Vec<bool> {
+        rows.iter()
             .map(|r| {
                 // SQLite allocates the AUTOINCREMENT number before the conflict
                 // clause drops a duplicate, so a duplicate uses one up.
@@ -316,9 +308,7 @@ impl State {
                 self.outbox.insert(row.seq, row);
                 true
             })
-            .collect();
-        self.apply_audit(plan);
-        Ok(fresh)
+            .collect()
     }
 
     fn queued(&self) -> impl Iterator<Item = &OutboxRow> {
@@ -516,19 +506,49 @@ impl Store for MemoryStore {
     }
 
     async fn outbox_insert(&self, row: &OutboxRow) -> StoreResult<bool> {
-        let fresh = self.write("outbox_insert", |s| {
-            s.insert_outbox("outbox_insert", std::slice::from_ref(row), &[])
-        })?;
-        Ok(fresh.first().copied().unwrap_or(false))
+        let done = self
+            .outbox_commit(std::slice::from_ref(row), &[], 0, &[])
+            .await?;
+        Ok(done.inserted.first().copied().unwrap_or(false))
     }
 
-    async fn outbox_insert_batch(
+    async fn outbox_commit(
         &self,
-        rows: &[OutboxRow],
+        accepted: &[OutboxRow],
+        receipts: &[(String, String)],
+        now_ms: i64,
         audit: &[Vec<u8>],
-    ) -> StoreResult<Vec<bool>> {
-        const OP: &str = "outbox_insert_batch";
-        self.write(OP, |s| s.insert_outbox(OP, rows, audit))
+    ) -> StoreResult<OutboxCommitted> {
+        const OP: &str = "outbox_commit";
+        if accepted.is_empty() && receipts.is_empty() && audit.is_empty() {
+            return Ok(OutboxCommitted::default());
+        }
+        self.write(OP, |s| {
+            for r in accepted {
+                check_outbox_row(OP, r)?;
+            }
+            let plan = s.plan_audit(audit)?;
+            let inserted = s.insert_outbox(accepted);
+            let mut updated = BTreeSet::new();
+            for (id, receipt) in receipts {
+                if updated.contains(id) {
+                    continue;
+                }
+                if let Some(r) = s.outbox_by_id_mut(id)
+                    && r.state != OutboxState::Delivered
+                {
+                    r.state = OutboxState::Delivered;
+                    r.receipt_json = Some(receipt.clone());
+                    r.delivered_ms = Some(now_ms);
+                    updated.insert(id.clone());
+                }
+            }
+            s.apply_audit(plan);
+            Ok(OutboxCommitted {
+                inserted,
+                delivered: first_flags(receipts.iter().map(|(id, _)| id.as_str()), updated),
+            })
+        })
     }
 
     async fn outbox_due(&self, peer: &str, now_ms: i64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
@@ -565,36 +585,6 @@ impl Store for MemoryStore {
                 }
             }
             Ok(changed)
-        })
-    }
-
-    async fn outbox_delivered(
-        &self,
-        receipts: &[(String, String)],
-        now_ms: i64,
-        audit: &[Vec<u8>],
-    ) -> StoreResult<Vec<bool>> {
-        self.write("outbox_delivered", |s| {
-            let plan = s.plan_audit(audit)?;
-            let mut updated = BTreeSet::new();
-            for (id, receipt) in receipts {
-                if updated.contains(id) {
-                    continue;
-                }
-                if let Some(r) = s.outbox_by_id_mut(id)
-                    && r.state != OutboxState::Delivered
-                {
-                    r.state = OutboxState::Delivered;
-                    r.receipt_json = Some(receipt.clone());
-                    r.delivered_ms = Some(now_ms);
-                    updated.insert(id.clone());
-                }
-            }
-            s.apply_audit(plan);
-            Ok(first_flags(
-                receipts.iter().map(|(id, _)| id.as_str()),
-                updated,
-            ))
         })
     }
 

@@ -33,10 +33,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use crate::batch::{Batch, BatchError, is_audit_index_conflict};
 use crate::error::classify;
 use crate::types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
-    OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
+    OutboxCommitted, OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
 };
 use crate::{Store, StoreError, StoreResult};
 
@@ -80,15 +81,6 @@ const INBOX_INSERT_COLS: usize = 13;
 /// per row, so batches are sent as few statements as possible while staying
 /// well under SQLite's limit of 32,766 bound parameters.
 const ROWS_PER_STATEMENT: usize = 500;
-
-/// `INSERT ... VALUES (?, ..), (?, ..) ON CONFLICT (envelope_id) DO NOTHING
-/// RETURNING envelope_id` for `rows` rows of `cols` columns: the ids that
-/// come back are exactly the rows that were new.
-fn multi_insert_sql(head: &str, cols: usize, rows: usize) -> String {
-    let tuple = format!("({})", vec!["?"; cols].join(", "));
-    let values = vec![tuple; rows].join(", ");
-    format!("{head}{values} ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id")
-}
 
 /// Per input row, whether it was new: its id came back from the insert and
 /// it is the first occurrence of that id in the batch (SQLite inserts VALUES
@@ -552,46 +544,106 @@ impl SqliteStore {
             .collect()
     }
 
-    async fn insert_outbox_rows(
+    fn batch_err(&self, op: &'static str, e: BatchError) -> StoreError {
+        match e {
+            BatchError::Sql(e) => classify(&self.path, op, e),
+            BatchError::Audit(detail) => StoreError::Corrupt {
+                path: self.path.to_string(),
+                op: "audit",
+                detail,
+            },
+        }
+    }
+
+    /// Runs one hot write: `build` gathers its statements into one [`Batch`], the
+    /// audit entries follow, and the whole runs in a transaction that commits before
+    /// the frontier moves. A frontier found behind the log (the insert hits an audit
+    /// index the log holds) is reloaded from the log and the write built once more.
+    async fn write_batch<'q>(
         &self,
         op: &'static str,
-        rows: &[OutboxRow],
-        audit: &[Vec<u8>],
-    ) -> StoreResult<Vec<bool>> {
+        audit: &'q [Vec<u8>],
+        build: impl Fn(&mut Batch<'q>) -> Result<(), BatchError>,
+    ) -> StoreResult<Vec<SqliteRow>> {
         let mut frontier = self.frontier.lock().await;
-        let mut tx = self.begin_write(op).await?;
-        let mut inserted = HashSet::new();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = multi_insert_sql(OUTBOX_INSERT_HEAD, OUTBOX_INSERT_COLS, chunk.len());
-            let mut q = sqlx::query_scalar::<_, String>(&sql);
-            for row in chunk {
-                q = q
-                    .bind(&row.envelope_id)
-                    .bind(&row.peer)
-                    .bind(&row.from_desk)
-                    .bind(&row.to_desk)
-                    .bind(i64::from(row.precedence))
-                    .bind(row.created_ms)
-                    .bind(&row.envelope_json)
-                    .bind(row.state.as_str())
-                    .bind(i64::from(row.attempts))
-                    .bind(row.next_attempt_ms)
-                    .bind(&row.last_error)
-                    .bind(&row.receipt_json)
-                    .bind(&row.bounce_reason)
-                    .bind(row.delivered_ms)
-                    .bind(row.bounced_ms)
-                    .bind(&row.acked_receipt_json)
-                    .bind(row.acked_ms);
+        let mut reloaded = false;
+        loop {
+            let mut tx = self.begin_write(op).await?;
+            if reloaded {
+                *frontier = self.stored_frontier(op, &mut tx).await?;
             }
-            inserted.extend(q.fetch_all(&mut *tx).await.map_err(self.err(op))?);
+            let mut batch = Batch::new();
+            let ran = async {
+                build(&mut batch)?;
+                let next = batch.audit(&frontier, audit, AUDIT_FRONTIER_KEY)?;
+                Ok::<_, BatchError>((next, batch.run(&mut tx).await?))
+            }
+            .await;
+            match ran {
+                Ok((next, rows)) => {
+                    tx.commit().await.map_err(self.err(op))?;
+                    *frontier = next;
+                    return Ok(rows);
+                }
+                Err(e) if !reloaded && is_audit_index_conflict(&e) => {
+                    tracing::warn!(
+                        memory = frontier.size(),
+                        "audit frontier in memory is behind the log; reloading it"
+                    );
+                    reloaded = true;
+                }
+                Err(e) => return Err(self.batch_err(op, e)),
+            }
         }
-        self.commit_audited(op, tx, &mut frontier, audit).await?;
-        Ok(fresh_flags(
-            rows.iter().map(|r| r.envelope_id.as_str()),
-            inserted,
-        ))
     }
+}
+
+/// The ids a batch's RETURNING clauses named, as (kind, id): see [`returned_ids`].
+fn returned_ids(rows: &[SqliteRow], kind: i64) -> HashSet<String> {
+    rows.iter()
+        .filter(|r| r.try_get::<i64, _>(1).is_ok_and(|k| k == kind))
+        .filter_map(|r| r.try_get::<String, _>(0).ok())
+        .collect()
+}
+
+/// RETURNING kinds of the outbox commit's statements.
+const RETURNED_INSERTED: i64 = 0;
+const RETURNED_DELIVERED: i64 = 1;
+
+fn bind_outbox<'q>(b: &mut Batch<'q>, row: &'q OutboxRow) -> Result<(), BatchError> {
+    b.text(&row.envelope_id)?;
+    b.text(&row.peer)?;
+    b.text(&row.from_desk)?;
+    b.text(&row.to_desk)?;
+    b.int(i64::from(row.precedence))?;
+    b.int(row.created_ms)?;
+    b.text(&row.envelope_json)?;
+    b.text(row.state.as_str())?;
+    b.int(i64::from(row.attempts))?;
+    b.int(row.next_attempt_ms)?;
+    b.opt_text(&row.last_error)?;
+    b.opt_text(&row.receipt_json)?;
+    b.opt_text(&row.bounce_reason)?;
+    b.opt_int(row.delivered_ms)?;
+    b.opt_int(row.bounced_ms)?;
+    b.opt_text(&row.acked_receipt_json)?;
+    b.opt_int(row.acked_ms)
+}
+
+fn bind_inbox<'q>(b: &mut Batch<'q>, row: &'q InboxRow) -> Result<(), BatchError> {
+    b.text(&row.envelope_id)?;
+    b.text(&row.from_desk)?;
+    b.text(&row.to_desk)?;
+    b.text(&row.sender_party)?;
+    b.int(i64::from(row.precedence))?;
+    b.int(row.received_ms)?;
+    b.text(&row.envelope_json)?;
+    b.text(&row.receiver_label)?;
+    b.text(&row.body)?;
+    b.opt_int(row.acked_ms)?;
+    b.opt_text(&row.acked_by)?;
+    b.opt_text(&row.ack_receipt_json)?;
+    b.opt_int(row.escalated_ms)
 }
 
 async fn migrate(pool: &SqlitePool, path: &str) -> StoreResult<()> {
@@ -721,22 +773,66 @@ fn agreement_from_row(row: &SqliteRow) -> Result<AgreementRow, sqlx::Error> {
 
 impl Store for SqliteStore {
     async fn outbox_insert(&self, row: &OutboxRow) -> StoreResult<bool> {
-        let fresh = self
-            .insert_outbox_rows("outbox_insert", std::slice::from_ref(row), &[])
+        let done = self
+            .outbox_commit(std::slice::from_ref(row), &[], 0, &[])
             .await?;
-        Ok(fresh.first().copied().unwrap_or(false))
+        Ok(done.inserted.first().copied().unwrap_or(false))
     }
 
-    async fn outbox_insert_batch(
+    async fn outbox_commit(
         &self,
-        rows: &[OutboxRow],
+        accepted: &[OutboxRow],
+        receipts: &[(String, String)],
+        now_ms: i64,
         audit: &[Vec<u8>],
-    ) -> StoreResult<Vec<bool>> {
-        if rows.is_empty() && audit.is_empty() {
-            return Ok(Vec::new());
+    ) -> StoreResult<OutboxCommitted> {
+        const OP: &str = "outbox_commit";
+        if accepted.is_empty() && receipts.is_empty() && audit.is_empty() {
+            return Ok(OutboxCommitted::default());
         }
-        self.insert_outbox_rows("outbox_insert_batch", rows, audit)
-            .await
+        // The first receipt for an id wins, also within this call.
+        let mut seen = HashSet::new();
+        let firsts: Vec<&(String, String)> = receipts
+            .iter()
+            .filter(|(id, _)| seen.insert(id.as_str()))
+            .collect();
+        let rows = self
+            .write_batch(OP, audit, |b| {
+                b.insert(
+                    OUTBOX_INSERT_HEAD,
+                    OUTBOX_INSERT_COLS,
+                    " ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id, 0",
+                    accepted,
+                    bind_outbox,
+                )?;
+                // `now_ms` is a number written into the text, not a placeholder: the
+                // placeholders of a statement are bound row by row.
+                b.insert(
+                    &format!(
+                        "UPDATE outbox SET state = 'delivered', receipt_json = v.column2, \
+                         delivered_ms = {now_ms} FROM (VALUES "
+                    ),
+                    2,
+                    ") AS v WHERE outbox.envelope_id = v.column1 \
+                     AND outbox.state <> 'delivered' RETURNING envelope_id, 1",
+                    &firsts,
+                    |b, (id, receipt)| {
+                        b.text(id)?;
+                        b.text(receipt)
+                    },
+                )
+            })
+            .await?;
+        Ok(OutboxCommitted {
+            inserted: fresh_flags(
+                accepted.iter().map(|r| r.envelope_id.as_str()),
+                returned_ids(&rows, RETURNED_INSERTED),
+            ),
+            delivered: fresh_flags(
+                receipts.iter().map(|(id, _)| id.as_str()),
+                returned_ids(&rows, RETURNED_DELIVERED),
+            ),
+        })
     }
 
     async fn outbox_due(&self, peer: &str, now_ms: i64, limit: u32) -> StoreResult<Vec<OutboxRow>> {
@@ -823,50 +919,6 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(self.err(OP))?;
         Ok(changed)
-    }
-
-    async fn outbox_delivered(
-        &self,
-        receipts: &[(String, String)],
-        now_ms: i64,
-        audit: &[Vec<u8>],
-    ) -> StoreResult<Vec<bool>> {
-        const OP: &str = "outbox_delivered";
-        if receipts.is_empty() && audit.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The first receipt for an id wins, also within this call.
-        let mut seen = HashSet::new();
-        let firsts: Vec<&(String, String)> = receipts
-            .iter()
-            .filter(|(id, _)| seen.insert(id.as_str()))
-            .collect();
-        let mut frontier = self.frontier.lock().await;
-        let mut tx = self.begin_write(OP).await?;
-        let mut updated = HashSet::new();
-        for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|k| format!("(?{}, ?{})", 2 + 2 * k, 3 + 2 * k))
-                .collect();
-            let sql = format!(
-                "UPDATE outbox SET state = 'delivered', receipt_json = v.column2, \
-                 delivered_ms = ?1 \
-                 FROM (VALUES {}) AS v \
-                 WHERE outbox.envelope_id = v.column1 AND outbox.state <> 'delivered' \
-                 RETURNING envelope_id",
-                values.join(", ")
-            );
-            let mut q = sqlx::query_scalar::<_, String>(&sql).bind(now_ms);
-            for (id, receipt) in chunk {
-                q = q.bind(id).bind(receipt);
-            }
-            updated.extend(q.fetch_all(&mut *tx).await.map_err(self.err(OP))?);
-        }
-        self.commit_audited(OP, tx, &mut frontier, audit).await?;
-        Ok(fresh_flags(
-            receipts.iter().map(|(id, _)| id.as_str()),
-            updated,
-        ))
     }
 
     async fn outbox_retry(
@@ -1065,35 +1117,21 @@ impl Store for SqliteStore {
         if rows.is_empty() && audit.is_empty() {
             return Ok(Vec::new());
         }
-        let mut frontier = self.frontier.lock().await;
-        let mut tx = self.begin_write(OP).await?;
-        let mut inserted = HashSet::new();
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            let sql = multi_insert_sql(INBOX_INSERT_HEAD, INBOX_INSERT_COLS, chunk.len());
-            let mut q = sqlx::query_scalar::<_, String>(&sql);
-            for row in chunk {
-                q = q
-                    .bind(&row.envelope_id)
-                    .bind(&row.from_desk)
-                    .bind(&row.to_desk)
-                    .bind(&row.sender_party)
-                    .bind(i64::from(row.precedence))
-                    .bind(row.received_ms)
-                    .bind(&row.envelope_json)
-                    .bind(&row.receiver_label)
-                    .bind(&row.body)
-                    .bind(row.acked_ms)
-                    .bind(&row.acked_by)
-                    .bind(&row.ack_receipt_json)
-                    .bind(row.escalated_ms);
-            }
-            inserted.extend(q.fetch_all(&mut *tx).await.map_err(self.err(OP))?);
-        }
-        // A duplicate delivery is not received twice: drop its audit entry.
-        self.commit_audited(OP, tx, &mut frontier, audit).await?;
+        // A duplicate delivery is not received twice: it is not inserted again.
+        let returned = self
+            .write_batch(OP, audit, |b| {
+                b.insert(
+                    INBOX_INSERT_HEAD,
+                    INBOX_INSERT_COLS,
+                    " ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id, 0",
+                    rows,
+                    bind_inbox,
+                )
+            })
+            .await?;
         Ok(fresh_flags(
             rows.iter().map(|r| r.envelope_id.as_str()),
-            inserted,
+            returned_ids(&returned, RETURNED_INSERTED),
         ))
     }
 
@@ -1955,9 +1993,8 @@ mod tests {
         assert!(matches!(err, StoreError::DiskFull { .. }), "{err:?}");
         assert!(err.is_storage_unavailable());
         assert!(
-            err.to_string().starts_with(
-                "disk full while writing to store at `:memory:` during outbox_insert_batch"
-            ),
+            err.to_string()
+                .starts_with("disk full while writing to store at `:memory:` during outbox_commit"),
             "{err}"
         );
         assert!(store.outbox_get("keep").await.unwrap().is_some());

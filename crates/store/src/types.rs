@@ -50,6 +50,14 @@ impl fmt::Display for OutboxState {
     }
 }
 
+/// What one [`crate::Store::outbox_commit`] did: a flag per accepted row (`true`:
+/// stored now) and per receipt (`true`: that message became delivered now), in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxCommitted {
+    pub inserted: Vec<bool>,
+    pub delivered: Vec<bool>,
+}
+
 /// One outgoing message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {

@@ -1005,7 +1005,7 @@ async fn a_write_fault_can_start_after_a_number_of_writes() {
     assert!(s.outbox_get("b").await.unwrap().is_none());
     let counts = s.counts().unwrap();
     assert_eq!((counts.commits, counts.faulted, counts.reads), (2, 1, 1));
-    assert_eq!(counts.calls.get("outbox_insert"), Some(&2));
+    assert_eq!(counts.calls.get("outbox_commit"), Some(&2));
     // A rejected write counts as such, not as a commit.
     s.set_fail_writes(None).unwrap();
     assert!(s.outbox_insert(&out("", "cert", 1, 1)).await.is_err());
@@ -1166,6 +1166,21 @@ async fn an_audit_frontier_behind_the_log_is_reloaded() {
     let leaves: Vec<[u8; 32]> = rows.iter().map(|r| r.leaf).collect();
     assert_eq!(root, liaison_core::merkle::root_from_leaves(&leaves));
     assert_eq!(rows[3].root_after, root);
+    // The same through the outbox writer's commit (accepts and receipts).
+    let other = SqliteStore::open(&path).await.unwrap();
+    other.audit_append(&[b"fifth".to_vec()]).await.unwrap();
+    other.close().await;
+    let done = behind
+        .outbox_commit(&[out("o1", "cert", 0, 1)], &[], 7, &[b"sixth".to_vec()])
+        .await
+        .unwrap();
+    assert_eq!(done.inserted, [true]);
+    let (size, root) = behind.audit_head().await.unwrap();
+    assert_eq!(size, 6);
+    let rows = behind.audit_rows(0, 10).await.unwrap();
+    let leaves: Vec<[u8; 32]> = rows.iter().map(|r| r.leaf).collect();
+    assert_eq!(root, liaison_core::merkle::root_from_leaves(&leaves));
+    assert_eq!(rows[5].entry, b"sixth");
     behind.close().await;
     let again = SqliteStore::open(&path).await.unwrap();
     assert_eq!(again.audit_head().await.unwrap(), (size, root));

@@ -1,0 +1,188 @@
+//! A write transaction's statements sent to the writer connection together.
+//!
+//! sqlx runs each SQLite connection on a thread of its own: every statement is a
+//! round trip between that thread and the runtime, and on a busy machine each trip
+//! waits to be scheduled twice. The hot writes (accepts with receipts, arrivals)
+//! therefore send all their statements as one query string, one trip instead of one
+//! per statement. Placeholders are plain `?`: sqlx binds the arguments of a
+//! multi-statement string in order across its statements.
+
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments as _, Encode, Sqlite, Transaction, Type};
+
+use liaison_core::merkle::{Frontier, Hash, leaf_hash};
+
+/// Arguments one query string may carry (SQLite's limit is 32,766).
+const ARGS_PER_QUERY_MAX: usize = 30_000;
+/// Rows per INSERT statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Why a batch could not be built or run.
+#[derive(Debug)]
+pub(crate) enum BatchError {
+    Sql(sqlx::Error),
+    /// The audit log cannot take the entries (it is full, or an entry is refused).
+    Audit(String),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Sql(e)
+    }
+}
+
+/// Statements and their arguments, run in order inside one transaction; the rows
+/// they return (RETURNING clauses) are collected across flushes.
+pub(crate) struct Batch<'q> {
+    sql: String,
+    args: SqliteArguments<'q>,
+    count: usize,
+    /// Query strings already full, to run before `sql`.
+    full: Vec<(String, SqliteArguments<'q>)>,
+}
+
+impl<'q> Batch<'q> {
+    pub(crate) fn new() -> Self {
+        Self {
+            sql: String::new(),
+            args: SqliteArguments::default(),
+            count: 0,
+            full: Vec::new(),
+        }
+    }
+
+    fn arg<T>(&mut self, value: T) -> Result<(), BatchError>
+    where
+        T: 'q + Encode<'q, Sqlite> + Type<Sqlite>,
+    {
+        self.args
+            .add(value)
+            .map_err(|e| BatchError::Sql(sqlx::Error::Encode(e)))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Starts a new query string if the next statement's `args` would not fit.
+    fn room_for(&mut self, args: usize) {
+        if self.count + args > ARGS_PER_QUERY_MAX && !self.sql.is_empty() {
+            let sql = std::mem::take(&mut self.sql);
+            let args = std::mem::take(&mut self.args);
+            self.full.push((sql, args));
+            self.count = 0;
+        }
+    }
+
+    /// Appends an INSERT of `rows` tuples of `cols` placeholders after `head` (which
+    /// ends with `VALUES `), followed by `tail`; `bind` binds one row's values.
+    pub(crate) fn insert<'r, R>(
+        &mut self,
+        head: &str,
+        cols: usize,
+        tail: &str,
+        rows: &'r [R],
+        bind: impl Fn(&mut Self, &'r R) -> Result<(), BatchError>,
+    ) -> Result<(), BatchError> {
+        let tuple = format!("({})", vec!["?"; cols].join(", "));
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            self.room_for(chunk.len() * cols);
+            self.sql.push_str(head);
+            self.sql
+                .push_str(&vec![tuple.as_str(); chunk.len()].join(", "));
+            self.sql.push_str(tail);
+            self.sql.push_str(";\n");
+            for r in chunk {
+                bind(self, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn text(&mut self, v: &'q str) -> Result<(), BatchError> {
+        self.arg(v)
+    }
+    pub(crate) fn opt_text(&mut self, v: &'q Option<String>) -> Result<(), BatchError> {
+        self.arg(v.as_deref())
+    }
+    pub(crate) fn int(&mut self, v: i64) -> Result<(), BatchError> {
+        self.arg(v)
+    }
+    pub(crate) fn opt_int(&mut self, v: Option<i64>) -> Result<(), BatchError> {
+        self.arg(v)
+    }
+    pub(crate) fn blob(&mut self, v: Vec<u8>) -> Result<(), BatchError> {
+        self.arg(v)
+    }
+
+    /// Appends the audit entries and the frontier after them (saved in `meta` under
+    /// `frontier_key`); returns that frontier, to install once the transaction commits.
+    /// A frontier behind the log makes the insert fail on `audit.idx` (see
+    /// [`is_audit_index_conflict`]); nothing is appended over existing entries.
+    pub(crate) fn audit(
+        &mut self,
+        frontier: &Frontier,
+        entries: &'q [Vec<u8>],
+        frontier_key: &'q str,
+    ) -> Result<Frontier, BatchError> {
+        let mut next = frontier.clone();
+        if entries.is_empty() {
+            return Ok(next);
+        }
+        let mut rows: Vec<(i64, &'q [u8], Hash, Hash)> = Vec::with_capacity(entries.len());
+        for e in entries {
+            let leaf = leaf_hash(e);
+            let idx = next
+                .push(leaf)
+                .map_err(|err| BatchError::Audit(format!("audit log: {err}")))?;
+            let idx =
+                i64::try_from(idx).map_err(|_| BatchError::Audit("audit log is full".into()))?;
+            rows.push((idx, e.as_slice(), leaf, next.root()));
+        }
+        self.insert(
+            "INSERT INTO audit (idx, entry, leaf, root_after) VALUES ",
+            4,
+            "",
+            &rows,
+            |b, (idx, entry, leaf, root)| {
+                b.int(*idx)?;
+                b.arg(*entry)?;
+                b.blob(leaf.to_vec())?;
+                b.blob(root.to_vec())
+            },
+        )?;
+        let json = serde_json::to_string(&next).map_err(|e| BatchError::Audit(e.to_string()))?;
+        self.room_for(2);
+        self.sql.push_str(
+            "INSERT INTO meta (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value;\n",
+        );
+        self.text(frontier_key)?;
+        self.arg(json)?;
+        Ok(next)
+    }
+
+    /// Runs the statements in order inside `tx`; returns every row they returned.
+    pub(crate) async fn run(
+        mut self,
+        tx: &mut Transaction<'static, Sqlite>,
+    ) -> Result<Vec<SqliteRow>, BatchError> {
+        self.room_for(ARGS_PER_QUERY_MAX + 1);
+        let mut rows = Vec::new();
+        for (sql, args) in self.full {
+            // Not kept in the statement cache: the text differs with every batch's shape.
+            rows.extend(
+                sqlx::query_with(&sql, args)
+                    .persistent(false)
+                    .fetch_all(&mut **tx)
+                    .await?,
+            );
+        }
+        Ok(rows)
+    }
+}
+
+/// Whether `e` is the audit log refusing an index it already holds: the frontier in
+/// memory was behind the log (see `SqliteStore::append_audit` for how that happens).
+pub(crate) fn is_audit_index_conflict(e: &BatchError) -> bool {
+    matches!(e, BatchError::Sql(sqlx::Error::Database(d))
+        if d.message().contains("UNIQUE constraint failed: audit.idx"))
+}
