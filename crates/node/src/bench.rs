@@ -14,7 +14,7 @@ use liaison_store::{SqliteStore, Store};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, Delivery, Listen, Peer};
-use crate::node::SendRequest;
+use crate::node::{Delivered, SendRequest};
 use crate::{Running, ScenarioClock, SeededRandom, SharedClock};
 
 #[derive(Debug, Clone)]
@@ -43,11 +43,20 @@ pub struct BenchReport {
     pub ed25519_sign_verify_per_s: f64,
     pub throughput_msgs_per_s: f64,
     pub ratio_to_sign_verify: f64,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    pub flash_p50_ms: f64,
-    pub flash_p99_ms: f64,
+    /// Accepted → the peer's signed receipt back and verified.
+    pub latency: Latency,
+    pub flash: Latency,
     pub backlog_routine: usize,
+}
+
+/// Latency percentiles in ms, to the receipt back and verified at the sender, and to
+/// the receipt recorded there (one commit more).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Latency {
+    pub receipt_p50_ms: f64,
+    pub receipt_p99_ms: f64,
+    pub recorded_p50_ms: f64,
+    pub recorded_p99_ms: f64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -206,7 +215,7 @@ pub async fn run(
         "latency: {} messages at {}/s",
         opts.rate_messages, opts.rate_per_s
     ));
-    let (lat, _) = paced(
+    let latency = paced(
         &node,
         &mut rx,
         opts.rate_messages,
@@ -241,7 +250,7 @@ pub async fn run(
         let _ = h.await;
     }
     let rok = crate::start(&rok_dir, node.clock.clone(), Arc::new(SeededRandom::new(9))).await?;
-    let (flash, _) = paced(&node, &mut rx, opts.flash, 100, "FLASH", &body).await;
+    let flash = paced(&node, &mut rx, opts.flash, 100, "FLASH", &body).await;
 
     if let Ok(mut w) = node.delivered_watch.lock() {
         *w = None;
@@ -252,24 +261,23 @@ pub async fn run(
         ed25519_sign_verify_per_s: ed,
         throughput_msgs_per_s: throughput,
         ratio_to_sign_verify: throughput / ed,
-        latency_p50_ms: percentile(&lat, 0.5),
-        latency_p99_ms: percentile(&lat, 0.99),
-        flash_p50_ms: percentile(&flash, 0.5),
-        flash_p99_ms: percentile(&flash, 0.99),
+        latency,
+        flash,
         backlog_routine: opts.backlog,
     })
 }
 
-/// Sends `n` messages at `rate` per second; returns sorted accept→receipt latencies
-/// in ms for the messages of this run (others delivered meanwhile are ignored).
+/// Sends `n` messages at `rate` per second; returns the latencies of this run's
+/// messages (others delivered meanwhile are ignored). Times are taken where they
+/// happen (at accept and in the sender's settling), not when this loop looks.
 async fn paced<S: Store>(
     node: &Arc<crate::Node<S>>,
-    rx: &mut mpsc::UnboundedReceiver<String>,
+    rx: &mut mpsc::UnboundedReceiver<Delivered>,
     n: usize,
     rate: u64,
     precedence: &str,
     body: &str,
-) -> (Vec<f64>, usize) {
+) -> Latency {
     let mut t = Tracker::default();
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = Instant::now();
@@ -286,52 +294,64 @@ async fn paced<S: Store>(
                 let _ = done_tx.send((a.id, at));
             }
         });
-        while let Ok(id) = rx.try_recv() {
-            t.delivered(id);
+        while let Ok(d) = rx.try_recv() {
+            t.delivered(d);
         }
         while let Ok((id, at)) = done_rx.try_recv() {
             t.accepted(id, at);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while t.lat.len() < n && Instant::now() < deadline {
+    while t.receipt.len() < n && Instant::now() < deadline {
         tokio::select! {
-            Some(id) = rx.recv() => t.delivered(id),
+            Some(d) = rx.recv() => t.delivered(d),
             Some((id, at)) = done_rx.recv() => t.accepted(id, at),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    let mut lat = t.lat;
-    lat.sort_by(f64::total_cmp);
-    let count = lat.len();
-    (lat, count)
+    let ms = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (percentile(&v, 0.5), percentile(&v, 0.99))
+    };
+    let (receipt_p50_ms, receipt_p99_ms) = ms(t.receipt);
+    let (recorded_p50_ms, recorded_p99_ms) = ms(t.recorded);
+    Latency {
+        receipt_p50_ms,
+        receipt_p99_ms,
+        recorded_p50_ms,
+        recorded_p99_ms,
+    }
 }
 
-/// Pairs accept times with receipt times whichever is seen first.
+/// Pairs accept times with receipts, whichever is seen first.
 #[derive(Default)]
 struct Tracker {
     sent: HashMap<String, Instant>,
-    early: HashMap<String, Instant>,
-    lat: Vec<f64>,
+    early: HashMap<String, Delivered>,
+    receipt: Vec<f64>,
+    recorded: Vec<f64>,
 }
 
 impl Tracker {
     fn accepted(&mut self, id: String, at: Instant) {
         match self.early.remove(&id) {
-            Some(done) => self
-                .lat
-                .push(done.duration_since(at).as_secs_f64() * 1000.0),
+            Some(d) => self.pair(at, &d),
             None => {
                 self.sent.insert(id, at);
             }
         }
     }
-    fn delivered(&mut self, id: String) {
-        match self.sent.remove(&id) {
-            Some(at) => self.lat.push(at.elapsed().as_secs_f64() * 1000.0),
+    fn delivered(&mut self, d: Delivered) {
+        match self.sent.remove(&d.id) {
+            Some(at) => self.pair(at, &d),
             None => {
-                self.early.insert(id, Instant::now());
+                self.early.insert(d.id.clone(), d);
             }
         }
+    }
+    fn pair(&mut self, at: Instant, d: &Delivered) {
+        let ms = |then: Instant| then.saturating_duration_since(at).as_secs_f64() * 1000.0;
+        self.receipt.push(ms(d.verified_at));
+        self.recorded.push(ms(d.recorded_at));
     }
 }

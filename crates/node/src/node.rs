@@ -117,6 +117,15 @@ enum WriteJob {
     },
 }
 
+/// A message whose receipt came back, as a benchmark sees it: when the peer's signed
+/// receipt had been verified, and when it was recorded (durably, in the outbox).
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub id: String,
+    pub verified_at: std::time::Instant,
+    pub recorded_at: std::time::Instant,
+}
+
 /// Key of a hotline monitor: (agreement, channel, peer party).
 pub type HotlineKey = (String, String, String);
 
@@ -169,8 +178,8 @@ pub struct Node<S: Store> {
     /// Highest outbox seq when this process started: a row at or below it may have
     /// been sent by an earlier process that stopped before recording anything.
     boot_seq: std::sync::atomic::AtomicI64,
-    /// Benchmarks listen here for ids as their receipts are recorded.
-    pub delivered_watch: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// Benchmarks listen here for messages as their receipts are recorded.
+    pub delivered_watch: Mutex<Option<mpsc::UnboundedSender<Delivered>>>,
 }
 
 impl<S: Store> std::fmt::Debug for Node<S> {
