@@ -116,10 +116,12 @@ async fn pair(root: &Path, clock: SharedClock) -> Result<(Running, Running), cra
                 party: parties.get(1 - i).copied().unwrap_or("").to_owned(),
                 addresses: vec![format!("127.0.0.1:{ofed}")],
             }],
+            // The default batch size; retries sooner than the default, since the
+            // FLASH run measures how fast a returning peer is noticed.
             delivery: Delivery {
-                batch_max: 512,
                 retry_delay_ms_min: 20,
                 retry_delay_ms_max: 200,
+                ..Delivery::default()
             },
         };
         let dir = root.join(p);

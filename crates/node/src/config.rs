@@ -14,7 +14,7 @@
 //! addresses = ["127.0.0.1:7201"]
 //!
 //! [delivery]                 # all optional
-//! batch_max = 256
+//! batch_max = 128
 //! retry_delay_ms_min = 100
 //! retry_delay_ms_max = 30000
 //! ```
@@ -61,7 +61,7 @@ pub struct Delivery {
 impl Default for Delivery {
     fn default() -> Self {
         Self {
-            batch_max: 256,
+            batch_max: 128,
             retry_delay_ms_min: 100,
             retry_delay_ms_max: 30_000,
         }

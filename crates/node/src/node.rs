@@ -27,8 +27,9 @@ use crate::random::Random;
 
 /// Accepted messages in one group commit.
 pub const ACCEPT_BATCH_MAX: usize = 512;
-/// Receipts recorded in one group commit (several receipt batches can share it).
-pub const RECEIPT_BATCH_MAX: usize = 2048;
+/// Receipts recorded in one group commit: a default bulk batch's worth, so an urgent
+/// write waiting for the commit under way waits a few milliseconds, not tens.
+pub const RECEIPT_BATCH_MAX: usize = 128;
 /// Writes waiting for the writer.
 pub const WRITE_QUEUE_MAX: usize = 8192;
 
@@ -157,6 +158,8 @@ pub struct Node<S: Store> {
     pub ack_wake: Notify,
     pub hotlines: Mutex<BTreeMap<HotlineKey, HotlineEntry>>,
     writer: mpsc::Sender<WriteJob>,
+    /// FLASH and IMMEDIATE writes: the writer takes these first, in commits of their own.
+    urgent_writer: mpsc::Sender<WriteJob>,
     /// Tells the writer to commit what it was handed and stop: sent once every other
     /// machine of the node has stopped, so nothing settled on the way out is dropped.
     writer_close: tokio::sync::watch::Sender<bool>,
@@ -204,6 +207,7 @@ impl<S: Store> Node<S> {
         link_stats: Arc<LinkStats>,
     ) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let (urgent_tx, urgent_rx) = mpsc::channel(WRITE_QUEUE_MAX);
         let (writer_close, close) = tokio::sync::watch::channel(false);
         let config_peers: Vec<String> = config.peers.iter().map(|p| p.party.clone()).collect();
         let retry = liaison_core::delivery::RetryPolicy {
@@ -235,6 +239,7 @@ impl<S: Store> Node<S> {
             ack_wake: Notify::new(),
             hotlines: Mutex::new(BTreeMap::new()),
             writer: tx,
+            urgent_writer: urgent_tx,
             writer_close,
             retry,
             tree_head: Mutex::new(None),
@@ -246,8 +251,16 @@ impl<S: Store> Node<S> {
             urgent_accepted_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             peer_log_lock: tokio::sync::Mutex::new(()),
         });
-        let writer = group_commit(node.clone(), rx, close);
+        let writer = group_commit(node.clone(), urgent_rx, rx, close);
         (node, writer)
+    }
+
+    fn writer_for(&self, urgent: bool) -> &mpsc::Sender<WriteJob> {
+        if urgent {
+            &self.urgent_writer
+        } else {
+            &self.writer
+        }
     }
 
     /// Lets the writer commit what it holds and stop (see [`crate::stop_machines`]).
@@ -256,15 +269,16 @@ impl<S: Store> Node<S> {
     }
 
     /// Records a peer's verified receipts (with their audit entries) durably, in the
-    /// writer's next group commit; a flag per receipt, `true` if that message became
-    /// delivered now.
+    /// writer's next group commit (an `urgent` one if any is for a FLASH or IMMEDIATE
+    /// message); a flag per receipt, `true` if that message became delivered now.
     pub async fn record_receipts(
         &self,
         receipts: Vec<(String, String)>,
         audit: Vec<Vec<u8>>,
+        urgent: bool,
     ) -> Result<Vec<bool>, String> {
         let (done, wait) = oneshot::channel();
-        self.writer
+        self.writer_for(urgent)
             .send(WriteJob::Receipts {
                 receipts,
                 audit,
@@ -676,7 +690,7 @@ impl<S: Store> Node<S> {
             channel: channel.clone(),
         });
         let (done, wait) = oneshot::channel();
-        self.writer
+        self.writer_for(precedence >= Precedence::Immediate)
             .send(WriteJob::Accept {
                 row: Box::new(row),
                 audit,
@@ -770,76 +784,104 @@ impl<S: Store> Node<S> {
 /// The node's outbox writer. Accepts and peers' receipts that arrive while a commit
 /// runs share the next one: one transaction and one fsync for all of them, so
 /// durability does not cap throughput, and neither kind of write queues for the
-/// store's single writer behind the other.
+/// store's single writer behind the other. Urgent writes (FLASH and IMMEDIATE) come
+/// first and are committed on their own, so one waits for at most the commit under
+/// way, never for a queue of bulk ones nor inside a large commit.
 async fn group_commit<S: Store>(
     node: Arc<Node<S>>,
+    mut urgent_rx: mpsc::Receiver<WriteJob>,
     mut rx: mpsc::Receiver<WriteJob>,
     mut close: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut jobs: Vec<WriteJob> = Vec::with_capacity(ACCEPT_BATCH_MAX);
     loop {
         // On close, commit what was already handed over, then stop.
-        let first = tokio::select! {
-            j = rx.recv() => j,
-            _ = close.wait_for(|c| *c) => rx.try_recv().ok(),
+        let (first, urgent) = tokio::select! {
+            biased;
+            Some(j) = urgent_rx.recv() => (j, true),
+            Some(j) = rx.recv() => (j, false),
+            _ = close.wait_for(|c| *c) => match (urgent_rx.try_recv(), rx.try_recv()) {
+                (Ok(j), bulk) => {
+                    if let Ok(b) = bulk {
+                        jobs.push(b);
+                    }
+                    (j, true)
+                }
+                (Err(_), Ok(j)) => (j, false),
+                (Err(_), Err(_)) => return,
+            },
         };
-        let Some(first) = first else { return };
         jobs.push(first);
+        let queue = if urgent { &mut urgent_rx } else { &mut rx };
         let (mut accepts, mut receipts) = (0, 0);
-        loop {
-            match jobs.last() {
-                Some(WriteJob::Accept { .. }) => accepts += 1,
-                Some(WriteJob::Receipts { receipts: r, .. }) => receipts += r.len(),
-                None => {}
+        for j in &jobs {
+            match j {
+                WriteJob::Accept { .. } => accepts += 1,
+                WriteJob::Receipts { receipts: r, .. } => receipts += r.len(),
             }
-            if accepts >= ACCEPT_BATCH_MAX || receipts >= RECEIPT_BATCH_MAX {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+        }
+        while accepts < ACCEPT_BATCH_MAX && receipts < RECEIPT_BATCH_MAX {
+            match queue.try_recv() {
+                Ok(j) => {
+                    match &j {
+                        WriteJob::Accept { .. } => accepts += 1,
+                        WriteJob::Receipts { receipts: r, .. } => receipts += r.len(),
+                    }
+                    jobs.push(j);
+                }
                 Err(_) => break,
             }
         }
-        let mut rows = Vec::with_capacity(accepts);
-        let mut delivered = Vec::with_capacity(receipts);
-        let mut audit = Vec::with_capacity(accepts + receipts);
-        for j in &jobs {
-            match j {
-                WriteJob::Accept { row, audit: a, .. } => {
-                    rows.push(OutboxRow::clone(row));
-                    audit.push(a.clone());
-                }
-                WriteJob::Receipts {
-                    receipts, audit: a, ..
-                } => {
-                    delivered.extend(receipts.iter().cloned());
-                    audit.extend(a.iter().cloned());
-                }
+        commit(&node, &mut jobs, accepts, receipts).await;
+    }
+}
+
+/// Commits `jobs` in one transaction and answers each.
+async fn commit<S: Store>(
+    node: &Node<S>,
+    jobs: &mut Vec<WriteJob>,
+    accepts: usize,
+    receipts: usize,
+) {
+    let mut rows = Vec::with_capacity(accepts);
+    let mut delivered = Vec::with_capacity(receipts);
+    let mut audit = Vec::with_capacity(accepts + receipts);
+    for j in jobs.iter() {
+        match j {
+            WriteJob::Accept { row, audit: a, .. } => {
+                rows.push(OutboxRow::clone(row));
+                audit.push(a.clone());
+            }
+            WriteJob::Receipts {
+                receipts, audit: a, ..
+            } => {
+                delivered.extend(receipts.iter().cloned());
+                audit.extend(a.iter().cloned());
             }
         }
-        let result = node
-            .store
-            .outbox_commit(&rows, &delivered, node.clock.now_ms(), &audit)
-            .await
-            .map_err(|e| e.to_string());
-        let mut flags = result
-            .as_ref()
-            .map(|c| c.delivered.iter().copied())
-            .ok()
-            .into_iter()
-            .flatten();
-        for j in jobs.drain(..) {
-            match j {
-                WriteJob::Accept { done, .. } => {
-                    let _ = done.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
-                }
-                WriteJob::Receipts { receipts, done, .. } => {
-                    let answer = match &result {
-                        Ok(_) => Ok(flags.by_ref().take(receipts.len()).collect()),
-                        Err(e) => Err(e.clone()),
-                    };
-                    let _ = done.send(answer);
-                }
+    }
+    let result = node
+        .store
+        .outbox_commit(&rows, &delivered, node.clock.now_ms(), &audit)
+        .await
+        .map_err(|e| e.to_string());
+    let mut flags = result
+        .as_ref()
+        .map(|c| c.delivered.iter().copied())
+        .ok()
+        .into_iter()
+        .flatten();
+    for j in jobs.drain(..) {
+        match j {
+            WriteJob::Accept { done, .. } => {
+                let _ = done.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+            }
+            WriteJob::Receipts { receipts, done, .. } => {
+                let answer = match &result {
+                    Ok(_) => Ok(flags.by_ref().take(receipts.len()).collect()),
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = done.send(answer);
             }
         }
     }

@@ -13,6 +13,7 @@ use liaison_core::audit::AuditEvent;
 use liaison_core::delivery::still_releasable;
 use liaison_core::envelope::{Envelope, Receipt, ReceiptBatch, ReceiptKind, SignedTreeHead};
 use liaison_core::hotline::flash_overdue;
+use liaison_core::precedence::Precedence;
 use liaison_store::{OutboxRow, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -455,9 +456,12 @@ async fn settle<S: Store>(
 ) -> Option<SignedTreeHead> {
     let keys = node.party_keys(peer);
     let tree_head = batch.tree_head.clone();
+    let urgent = sent
+        .iter()
+        .any(|s| s.row.precedence >= Precedence::Immediate.rank());
     let receipts = if batch.head.receiver.as_str() == peer {
         // Hashing every body is CPU work the runtime's workers should not wait on.
-        crate::cpu::run(move || batch.verify_split(&keys))
+        crate::cpu::run_as(!urgent, move || batch.verify_split(&keys))
             .await
             .unwrap_or_else(|e| {
                 Err(liaison_core::envelope::EnvelopeError::Malformed(format!(
@@ -523,7 +527,7 @@ async fn settle<S: Store>(
     }
     if !delivered.is_empty() {
         let ids: Vec<String> = delivered.iter().map(|(id, _)| id.clone()).collect();
-        match node.record_receipts(delivered, audit).await {
+        match node.record_receipts(delivered, audit, urgent).await {
             Ok(flags) => {
                 settled.extend(delivered_seqs.iter().copied());
                 add(
