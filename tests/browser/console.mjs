@@ -170,10 +170,20 @@ try {
   // ---- compose refuses a label above the channel's ceiling, with the reason ----
   const admin = await signIn("USA", "usa.admin", "en-US");
   await admin.goto(urls.USA + "compose");
+  // The answer to the first choice is held back until after the later ones have been
+  // answered: answers arriving out of order must not show an earlier one.
+  let asked = 0;
+  await admin.route("**/api/v1/decisions", async (route) => {
+    if (asked++ === 0) await new Promise((r) => setTimeout(r, 1500));
+    await route.continue();
+  });
   await admin.selectOption("#from", "USA.intel");
   await admin.selectOption("#to", "ROK.intel");
   await admin.selectOption("#label", "USA:TOP SECRET");
   await admin.waitForSelector("#decision.refused");
+  await admin.waitForTimeout(2500);
+  check(asked >= 2 && (await admin.getAttribute("#decision", "class")) === "decision refused", "a late answer to an earlier choice does not replace the decision shown");
+  await admin.unroute("**/api/v1/decisions");
   const reason = await admin.textContent("#decision-reasons");
   check(/ceiling/.test(reason), `the decision shows the reason before sending: ${reason.trim()}`);
   await admin.fill("#body", "too high");

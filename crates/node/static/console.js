@@ -70,6 +70,10 @@
     var panel = document.getElementById("decision");
     var text = document.getElementById("decision-text");
     var list = document.getElementById("decision-reasons");
+    // Answers can come back out of order (a slow one for an earlier choice after the
+    // answer for the current one); only the latest question's answer is shown, or a
+    // refused label could be shown as allowed.
+    var asked = 0;
     var check = function () {
       var req = {
         from: form.elements.from.value,
@@ -79,12 +83,14 @@
         body: ""
       };
       if (!req.from || !req.to || !req.label) { return; }
+      var mine = ++asked;
       fetch("/api/v1/decisions", {
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
         body: JSON.stringify(req)
       }).then(function (r) { return r.json(); }).then(function (d) {
+        if (mine !== asked) { return; }
         list.textContent = "";
         var reasons = d.reasons || (d.error ? [d.error] : []);
         reasons.forEach(function (r) { var li = document.createElement("li"); li.textContent = r; list.appendChild(li); });
