@@ -127,6 +127,16 @@ pub struct Delivered {
     pub recorded_at: std::time::Instant,
 }
 
+impl WriteJob {
+    /// (accepted messages, receipts) this job adds to a commit.
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Self::Accept { .. } => (1, 0),
+            Self::Receipts { receipts, .. } => (0, receipts.len()),
+        }
+    }
+}
+
 /// Key of a hotline monitor: (agreement, channel, peer party).
 pub type HotlineKey = (String, String, String);
 
@@ -170,8 +180,9 @@ pub struct Node<S: Store> {
     /// Serialises checks of peers' tree heads: receipts and heartbeats arrive on many
     /// tasks at once, and one fork must raise one alarm.
     pub peer_log_lock: tokio::sync::Mutex<()>,
-    /// One permit: bulk (PRIORITY and ROUTINE) batch writes take turns for the store's
-    /// single writer, so a FLASH write queues behind at most one of them.
+    /// One permit: bulk (PRIORITY and ROUTINE) inbox writes of arrived batches take
+    /// turns for the store's single writer, so a FLASH arrival queues behind at most
+    /// one of them (the outbox writer orders its own writes, urgent first).
     pub bulk_writes: tokio::sync::Semaphore,
     /// Clock time of the last FLASH or IMMEDIATE accept; the bulk lane sends small
     /// batches for a while after it.
@@ -813,24 +824,16 @@ async fn group_commit<S: Store>(
         };
         jobs.push(first);
         let queue = if urgent { &mut urgent_rx } else { &mut rx };
-        let (mut accepts, mut receipts) = (0, 0);
-        for j in &jobs {
-            match j {
-                WriteJob::Accept { .. } => accepts += 1,
-                WriteJob::Receipts { receipts: r, .. } => receipts += r.len(),
-            }
-        }
+        let (mut accepts, mut receipts) = jobs
+            .iter()
+            .map(WriteJob::size)
+            .fold((0, 0), |(a, r), (ja, jr)| (a + ja, r + jr));
         while accepts < ACCEPT_BATCH_MAX && receipts < RECEIPT_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(j) => {
-                    match &j {
-                        WriteJob::Accept { .. } => accepts += 1,
-                        WriteJob::Receipts { receipts: r, .. } => receipts += r.len(),
-                    }
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
+            let Ok(j) = queue.try_recv() else { break };
+            let (ja, jr) = j.size();
+            accepts += ja;
+            receipts += jr;
+            jobs.push(j);
         }
         commit(&node, &mut jobs, accepts, receipts).await;
     }

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use liaison_core::merkle::{Frontier, Hash, leaf_hash};
+use liaison_core::merkle::{Frontier, Hash};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -152,8 +152,6 @@ pub struct SqliteStore {
     frontier: Arc<tokio::sync::Mutex<Frontier>>,
 }
 
-/// Entries inserted per statement.
-const AUDIT_ROWS_PER_STATEMENT: usize = 300;
 const AUDIT_FRONTIER_KEY: &str = "audit_frontier";
 
 /// One row of the audit log as stored.
@@ -445,58 +443,12 @@ impl SqliteStore {
             );
             next = self.stored_frontier(op, tx).await?;
         }
-        let mut rows: Vec<(i64, &[u8], Hash, Hash)> = Vec::with_capacity(entries.len());
-        for e in entries {
-            let leaf = leaf_hash(e);
-            let idx = next.push(leaf).map_err(|err| StoreError::Corrupt {
-                path: self.path.to_string(),
-                op: "audit",
-                detail: format!("audit log: {err}"),
-            })?;
-            let idx = i64::try_from(idx).map_err(|_| StoreError::Corrupt {
-                path: self.path.to_string(),
-                op: "audit",
-                detail: "audit log is full".to_owned(),
-            })?;
-            rows.push((idx, e.as_slice(), leaf, next.root()));
-        }
-        for chunk in rows.chunks(AUDIT_ROWS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|k| {
-                    format!(
-                        "(?{}, ?{}, ?{}, ?{})",
-                        4 * k + 1,
-                        4 * k + 2,
-                        4 * k + 3,
-                        4 * k + 4
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO audit (idx, entry, leaf, root_after) VALUES {}",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (idx, entry, leaf, root) in chunk {
-                q = q
-                    .bind(*idx)
-                    .bind(*entry)
-                    .bind(leaf.to_vec())
-                    .bind(root.to_vec());
-            }
-            q.execute(&mut **tx).await.map_err(self.err(op))?;
-        }
-        let json = serde_json::to_string(&next).map_err(|e| StoreError::Corrupt {
-            path: self.path.to_string(),
-            op: "audit",
-            detail: e.to_string(),
-        })?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(AUDIT_FRONTIER_KEY)
-            .bind(json)
-            .execute(&mut **tx)
-            .await
-            .map_err(self.err(op))?;
+        // The entries and the frontier after them, as one query.
+        let mut batch = Batch::new();
+        let next = batch
+            .audit(&next, entries, AUDIT_FRONTIER_KEY)
+            .map_err(|e| self.batch_err(op, e))?;
+        batch.run(tx).await.map_err(|e| self.batch_err(op, e))?;
         Ok(next)
     }
 
