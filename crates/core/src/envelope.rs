@@ -57,6 +57,20 @@ impl EnvelopeId {
     pub fn from_random(bytes: [u8; 16]) -> Self {
         Self(hex::encode(bytes))
     }
+
+    /// A new id that sorts by creation time: the first 48 bits are the milliseconds
+    /// since the Unix epoch (as in UUIDv7, RFC 9562), the other 80 are random. Stores
+    /// index envelopes by id; random ids would land each insert on a different index
+    /// page, so a commit of a few hundred envelopes rewrote a few hundred pages.
+    /// Ordered ids append instead. An instant before 1970 counts as 0.
+    pub fn time_ordered(created: Timestamp, random: [u8; 16]) -> Self {
+        let ms = u64::try_from(created.as_millisecond()).unwrap_or(0);
+        let mut bytes = random;
+        for (b, m) in bytes.iter_mut().zip(ms.to_be_bytes().into_iter().skip(2)) {
+            *b = m;
+        }
+        Self::from_random(bytes)
+    }
     pub fn parse(s: &str) -> Result<Self, EnvelopeError> {
         if s.len() == 32
             && s.bytes()
@@ -523,6 +537,19 @@ mod tests {
 
     fn key(p: &str, seed: u8) -> PartyKey {
         PartyKey::from_seed(PartyId::new(p).unwrap(), [seed; 32])
+    }
+
+    #[test]
+    fn time_ordered_ids_sort_by_creation_and_keep_80_random_bits() {
+        let at = |ms: i64| Timestamp::from_millisecond(ms).unwrap();
+        let a = EnvelopeId::time_ordered(at(1_790_000_000_000), [0xff; 16]);
+        let b = EnvelopeId::time_ordered(at(1_790_000_000_001), [0x00; 16]);
+        assert!(a.as_str() < b.as_str(), "{a} then {b}");
+        // 1_790_000_000_000 ms is 0x01a0_c450_6c00.
+        assert_eq!(a.as_str(), "01a0c4506c00ffffffffffffffffffff");
+        assert_eq!(EnvelopeId::parse(a.as_str()).unwrap(), a);
+        let early = EnvelopeId::time_ordered(at(-5), [7; 16]);
+        assert_eq!(early.as_str(), "00000000000007070707070707070707");
     }
 
     fn header() -> Header {

@@ -666,7 +666,7 @@ impl<S: Store> Node<S> {
             ));
         };
         let header = Header {
-            id: EnvelopeId::from_random(self.random.bytes16()),
+            id: EnvelopeId::time_ordered(now, self.random.bytes16()),
             from: from.clone(),
             to: to.clone(),
             originator,
