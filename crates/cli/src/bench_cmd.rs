@@ -3,6 +3,8 @@
 
 use liaison_node::bench::{BenchOptions, run};
 
+use anyhow::Context;
+
 use crate::Exit;
 
 #[derive(Debug, clap::Args)]
@@ -21,10 +23,22 @@ pub struct Args {
     rate: u64,
     #[arg(long)]
     json: bool,
+    /// Build the two nodes' directories here (it must not exist yet) and keep them,
+    /// so a node can be started again on the stored messages (start time, memory).
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 pub async fn bench(args: Args) -> anyhow::Result<Exit> {
-    let dir = tempfile::tempdir()?;
+    let dir = match &args.keep {
+        Some(path) => {
+            // Refuses an existing path, so a kept run never mixes with another's stores.
+            std::fs::create_dir(path)
+                .with_context(|| format!("--keep {}: cannot create it", path.display()))?;
+            Place::Kept(path.clone())
+        }
+        None => Place::Temporary(tempfile::tempdir()?),
+    };
     let opts = BenchOptions {
         messages: args.messages,
         rate_messages: args.rate_messages,
@@ -34,7 +48,17 @@ pub async fn bench(args: Args) -> anyhow::Result<Exit> {
     };
     let r = run(dir.path(), &opts, |s| eprintln!("bench: {s}")).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        #[derive(serde::Serialize)]
+        struct WithMemory<'a> {
+            #[serde(flatten)]
+            report: &'a liaison_node::bench::BenchReport,
+            peak_rss_bytes: Option<u64>,
+        }
+        let out = WithMemory {
+            report: &r,
+            peak_rss_bytes: peak_rss_bytes(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "Ed25519 sign+verify (1 KiB, one core): {:>10.0} /s",
@@ -56,6 +80,43 @@ pub async fn bench(args: Args) -> anyhow::Result<Exit> {
             format!("FLASH with {} ROUTINE queued", r.backlog_routine),
             &r.flash,
         );
+        match peak_rss_bytes() {
+            Some(b) => println!(
+                "peak RSS of this process (both nodes and the bench): {:.0} MB",
+                b as f64 / 1e6
+            ),
+            None => println!("peak RSS: not available on this system"),
+        }
+    }
+    if let Place::Kept(path) = &dir {
+        eprintln!(
+            "bench: the nodes' directories are kept in {}",
+            path.display()
+        );
     }
     Ok(Exit::Ok)
+}
+
+/// Where the two nodes live: a directory removed at the end, or one kept.
+enum Place {
+    Temporary(tempfile::TempDir),
+    Kept(std::path::PathBuf),
+}
+
+impl Place {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Place::Temporary(t) => t.path(),
+            Place::Kept(p) => p,
+        }
+    }
+}
+
+/// The process's high-water resident set (VmHWM), which the standing memory target
+/// is about; Linux only.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -55,6 +55,9 @@ pub enum MerkleError {
     /// A subtree request whose leaf range does not fit in u64.
     #[error("subtree at level {level} index {index} is out of range")]
     SubtreeOutOfRange { level: u32, index: u64 },
+    /// Storage could not supply a perfect subtree's root that a proof needs.
+    #[error("subtree at level {level} index {index} is not in storage")]
+    SubtreeMissing { level: u32, index: u64 },
     /// Appending to a tree that already holds u64::MAX leaves.
     #[error("tree is full at size {size}")]
     TreeFull { size: u64 },
@@ -203,6 +206,17 @@ impl Frontier {
     /// Each carry in `size + 1` merges the two smallest subtrees, like binary
     /// addition, so this costs at most log2(n) node hashes.
     pub fn push(&mut self, leaf_hash: Hash) -> Result<u64, MerkleError> {
+        self.push_reporting(leaf_hash, |_, _| {})
+    }
+
+    /// As [`push`](Frontier::push), and hands `completed` each perfect subtree of
+    /// level 1 or more that this leaf completes, smallest first: what a store that
+    /// keeps interior nodes writes beside the leaf.
+    pub fn push_reporting(
+        &mut self,
+        leaf_hash: Hash,
+        mut completed: impl FnMut(SubtreeId, &Hash),
+    ) -> Result<u64, MerkleError> {
         let index = self.size;
         let new_size = index
             .checked_add(1)
@@ -218,9 +232,12 @@ impl Frontier {
             });
         }
         let mut node = leaf_hash;
-        for _ in 0..merges {
+        for level in 1..=merges as u32 {
             if let Some(left) = self.hashes.pop() {
                 node = node_hash(&left, &node);
+                // The subtree just closed ends at the new size: its index at this
+                // level is the number of whole subtrees of its width, minus one.
+                completed((level, (new_size >> level) - 1), &node);
             }
         }
         self.hashes.push(node);
@@ -243,6 +260,15 @@ impl Frontier {
         &self.hashes
     }
 }
+
+/// A perfect subtree, `(level, index)`: the `2^level` leaves starting at
+/// `index * 2^level`. Level 0 is one leaf.
+pub type SubtreeId = (u32, u64);
+
+/// A store that keeps interior nodes keeps the perfect subtrees of every level that is
+/// a multiple of this: about one row per 15 leaves, and any subtree's root from at
+/// most `2^(STRIDE-1)` stored rows below it.
+pub const STORED_LEVEL_STRIDE: u32 = 4;
 
 /// Read access to a log's leaf hashes, so proofs can be generated from any
 /// storage.
@@ -328,6 +354,58 @@ fn range_root<L: LeafHashes + ?Sized>(
         pos = pos.saturating_add(block);
     }
     Ok(fold_right_to_left(&blocks))
+}
+
+/// The perfect subtrees (level 0: leaves) that [`consistency_proof`] reads for these
+/// sizes, in the order it reads them. A store fetches exactly these, then builds the
+/// proof from them with [`KnownSubtrees`]: O(log n) rows where reading every leaf
+/// would be O(n) per proof.
+pub fn consistency_proof_subtrees(
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<SubtreeId>, MerkleError> {
+    // Runs the proof itself over storage that notes what it is asked for, so the
+    // list cannot drift from the recursion that uses it.
+    struct Noting(std::cell::RefCell<Vec<SubtreeId>>);
+    impl LeafHashes for Noting {
+        fn leaf_hash_at(&self, index: u64) -> Option<Hash> {
+            self.0.borrow_mut().push((0, index));
+            Some([0; 32])
+        }
+        fn perfect_subtree_hash(&self, level: u32, index: u64) -> Result<Hash, MerkleError> {
+            self.0.borrow_mut().push((level, index));
+            Ok([0; 32])
+        }
+    }
+    let noting = Noting(std::cell::RefCell::new(Vec::new()));
+    consistency_proof(&noting, old_size, new_size)?;
+    let mut wanted = noting.0.into_inner();
+    let mut seen = std::collections::HashSet::new();
+    wanted.retain(|id| seen.insert(*id));
+    Ok(wanted)
+}
+
+/// Perfect-subtree roots fetched ahead of a proof (see
+/// [`consistency_proof_subtrees`]); a subtree not among them is missing storage.
+#[derive(Debug, Clone, Default)]
+pub struct KnownSubtrees(std::collections::HashMap<SubtreeId, Hash>);
+
+impl FromIterator<(SubtreeId, Hash)> for KnownSubtrees {
+    fn from_iter<I: IntoIterator<Item = (SubtreeId, Hash)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl LeafHashes for KnownSubtrees {
+    fn leaf_hash_at(&self, index: u64) -> Option<Hash> {
+        self.0.get(&(0, index)).copied()
+    }
+    fn perfect_subtree_hash(&self, level: u32, index: u64) -> Result<Hash, MerkleError> {
+        self.0
+            .get(&(level, index))
+            .copied()
+            .ok_or(MerkleError::SubtreeMissing { level, index })
+    }
 }
 
 /// Largest power of two strictly below `n`, for `n >= 2` (RFC 9162's `k`).
@@ -1071,6 +1149,65 @@ mod tests {
                     .unwrap_or_else(|e| panic!("m={m} n={n}: {e}"));
             }
         }
+    }
+
+    /// The subtrees named ahead are exactly enough: a proof built from them alone
+    /// equals the one built from every subtree (itself checked against the leaves
+    /// above), and each is a perfect subtree inside the new tree, so a store can
+    /// have it.
+    #[test]
+    fn a_proof_from_the_subtrees_named_ahead_equals_one_from_all_leaves() {
+        let all = leaves(160);
+        let tree = Levels::new(&all);
+        for n in 0..=160u64 {
+            let prefix = Levels::new(&all[..n as usize]);
+            for m in 0..=n {
+                let wanted = consistency_proof_subtrees(m, n).unwrap();
+                let known: KnownSubtrees = wanted
+                    .iter()
+                    .map(|&(level, index)| {
+                        assert!((index + 1) << level <= n, "m={m} n={n}: ({level}, {index})");
+                        (
+                            (level, index),
+                            tree.perfect_subtree_hash(level, index).unwrap(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    consistency_proof(&known, m, n).unwrap(),
+                    consistency_proof(&prefix, m, n).unwrap(),
+                    "m={m} n={n}"
+                );
+            }
+        }
+        // One row per level of the tree at most, not one per leaf.
+        let wanted = consistency_proof_subtrees(1_000_001, 4_000_037).unwrap();
+        assert!(wanted.len() <= 2 * 22, "{}", wanted.len());
+        assert!(matches!(
+            consistency_proof(&KnownSubtrees::default(), 3, 7),
+            Err(MerkleError::LeafMissing { index: 6 })
+        ));
+    }
+
+    /// Every perfect subtree is reported once, when its last leaf arrives, with the
+    /// root the tree has for it.
+    #[test]
+    fn push_reports_each_completed_subtree_once() {
+        let all = leaves(300);
+        let tree = Levels::new(&all);
+        let mut frontier = Frontier::new();
+        let mut reported = Vec::new();
+        for leaf in &all {
+            frontier
+                .push_reporting(*leaf, |id, hash| reported.push((id, *hash)))
+                .unwrap();
+        }
+        let expected: usize = (1..9).map(|level| 300 >> level).sum();
+        assert_eq!(reported.len(), expected);
+        for ((level, index), hash) in reported {
+            assert_eq!(tree.perfect_subtree_hash(level, index).unwrap(), hash);
+        }
+        assert_eq!(frontier.root(), root_from_leaves(&all));
     }
 
     #[test]

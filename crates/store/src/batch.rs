@@ -10,7 +10,13 @@
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments as _, Encode, Sqlite, Transaction, Type};
 
-use liaison_core::merkle::{Frontier, Hash, leaf_hash};
+use liaison_core::merkle::{Frontier, Hash, STORED_LEVEL_STRIDE, SubtreeId, leaf_hash};
+
+/// Whether the store keeps the audit subtrees of this level (leaves are level 0 and
+/// live in `audit` itself).
+pub(crate) fn is_stored_level(level: u32) -> bool {
+    level > 0 && level.is_multiple_of(STORED_LEVEL_STRIDE)
+}
 
 /// Arguments one query string may carry (SQLite's limit is 32,766).
 const ARGS_PER_QUERY_MAX: usize = 30_000;
@@ -128,10 +134,15 @@ impl<'q> Batch<'q> {
             return Ok(next);
         }
         let mut rows: Vec<(i64, &'q [u8], Hash, Hash)> = Vec::with_capacity(entries.len());
+        let mut subtrees: Vec<(SubtreeId, Hash)> = Vec::new();
         for e in entries {
             let leaf = leaf_hash(e);
             let idx = next
-                .push(leaf)
+                .push_reporting(leaf, |id, hash| {
+                    if is_stored_level(id.0) {
+                        subtrees.push((id, *hash));
+                    }
+                })
                 .map_err(|err| BatchError::Audit(format!("audit log: {err}")))?;
             let idx =
                 i64::try_from(idx).map_err(|_| BatchError::Audit("audit log is full".into()))?;
@@ -149,6 +160,7 @@ impl<'q> Batch<'q> {
                 b.blob(root.to_vec())
             },
         )?;
+        self.subtrees(&subtrees)?;
         let json = serde_json::to_string(&next).map_err(|e| BatchError::Audit(e.to_string()))?;
         self.room_for(2);
         self.sql.push_str(
@@ -158,6 +170,27 @@ impl<'q> Batch<'q> {
         self.text(frontier_key)?;
         self.arg(json)?;
         Ok(next)
+    }
+
+    /// Appends the audit log's subtree roots at the stored levels.
+    pub(crate) fn subtrees(&mut self, subtrees: &[(SubtreeId, Hash)]) -> Result<(), BatchError> {
+        let mut rows = Vec::with_capacity(subtrees.len());
+        for ((level, idx), hash) in subtrees {
+            let idx =
+                i64::try_from(*idx).map_err(|_| BatchError::Audit("audit log is full".into()))?;
+            rows.push((i64::from(*level), idx, *hash));
+        }
+        self.insert(
+            "INSERT INTO audit_subtree (level, idx, hash) VALUES ",
+            3,
+            "",
+            &rows,
+            |b, (level, idx, hash)| {
+                b.int(*level)?;
+                b.int(*idx)?;
+                b.blob(hash.to_vec())
+            },
+        )
     }
 
     /// Runs the statements in order inside `tx`; returns every row they returned.

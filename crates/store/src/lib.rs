@@ -397,6 +397,14 @@ pub trait Store: Send + Sync + Clone + 'static {
         end: u64,
     ) -> impl Future<Output = StoreResult<Vec<[u8; 32]>>> + Send;
 
+    /// Roots of the committed log's perfect subtrees `wanted` (level 0: leaf hashes),
+    /// each with its id; one the log does not cover yet is left out. What a consistency
+    /// proof needs (`merkle::consistency_proof_subtrees`), in O(log n) reads.
+    fn audit_subtrees(
+        &self,
+        wanted: &[liaison_core::merkle::SubtreeId],
+    ) -> impl Future<Output = StoreResult<Vec<(liaison_core::merkle::SubtreeId, [u8; 32])>>> + Send;
+
     /// Closes the store, waiting for running operations.
     fn close(&self) -> impl Future<Output = ()> + Send;
 

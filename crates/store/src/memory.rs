@@ -44,7 +44,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use liaison_core::merkle::{Frontier, Hash, leaf_hash};
+use liaison_core::merkle::{Frontier, Hash, LeafHashes, SubtreeId, leaf_hash};
 
 use crate::error::describe_constraint;
 use crate::types::{
@@ -1108,6 +1108,28 @@ impl Store for MemoryStore {
                 .iter()
                 .filter(|r| r.index >= start && r.index < end)
                 .map(|r| r.leaf)
+                .collect()
+        })
+    }
+
+    async fn audit_subtrees(&self, wanted: &[SubtreeId]) -> StoreResult<Vec<(SubtreeId, Hash)>> {
+        // Recomputed from the leaves: a simulated log is small, and the answer is the
+        // one SQLite gives from its stored levels.
+        self.read("audit_subtrees", |s| {
+            let leaves: Vec<Hash> = s.audit.iter().map(|r| r.leaf).collect();
+            wanted
+                .iter()
+                .filter(|(level, index)| {
+                    1u64.checked_shl(*level)
+                        .and_then(|w| index.checked_add(1)?.checked_mul(w))
+                        .is_some_and(|end| end <= s.frontier.size())
+                })
+                .filter_map(|&(level, index)| {
+                    leaves
+                        .perfect_subtree_hash(level, index)
+                        .ok()
+                        .map(|h| ((level, index), h))
+                })
                 .collect()
         })
     }

@@ -26,14 +26,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use liaison_core::merkle::{Frontier, Hash};
+use liaison_core::merkle::{Frontier, Hash, STORED_LEVEL_STRIDE, SubtreeId, root_from_leaves};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::batch::{Batch, BatchError, is_audit_index_conflict};
+use crate::batch::{Batch, BatchError, is_audit_index_conflict, is_stored_level};
 use crate::error::classify;
 use crate::types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
@@ -153,6 +153,10 @@ pub struct SqliteStore {
 }
 
 const AUDIT_FRONTIER_KEY: &str = "audit_frontier";
+/// Set in `meta` once `audit_subtree` holds the stored-level subtrees of the whole log.
+const AUDIT_SUBTREES_KEY: &str = "audit_subtrees";
+/// Leaves read per query while filling in `audit_subtree` for an older log.
+const FILL_CHUNK: i64 = 65_536;
 
 /// One row of the audit log as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +263,7 @@ impl SqliteStore {
             path: shown,
             frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
         };
+        store.fill_audit_subtrees().await?;
         store.load_frontier().await?;
         Ok(store)
     }
@@ -319,6 +324,7 @@ impl SqliteStore {
             path: shown,
             frontier: Arc::new(tokio::sync::Mutex::new(Frontier::new())),
         };
+        store.fill_audit_subtrees().await?;
         store.load_frontier().await?;
         Ok(store)
     }
@@ -381,6 +387,137 @@ impl SqliteStore {
         const OP: &str = "audit_leaf_hashes";
         let mut conn = self.reader.acquire().await.map_err(self.err(OP))?;
         self.leaves_in(OP, &mut conn, start, end).await
+    }
+
+    /// Fills `audit_subtree` for a log written before the table existed: one pass over
+    /// its leaves, on the first writable open by a build that keeps the table; from
+    /// then on each append writes the subtrees it completes. One write transaction, so
+    /// a crash part-way leaves the key unset and the next open starts again.
+    async fn fill_audit_subtrees(&self) -> StoreResult<()> {
+        const OP: &str = "fill_audit_subtrees";
+        let mut tx = self.begin_write(OP).await?;
+        let done: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(AUDIT_SUBTREES_KEY)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(self.err(OP))?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: self.path.to_string(),
+            op: "audit",
+            detail,
+        };
+        let mut frontier = Frontier::new();
+        loop {
+            let from = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
+            let rows: Vec<(i64, Vec<u8>)> =
+                sqlx::query_as("SELECT idx, leaf FROM audit WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
+                    .bind(from)
+                    .bind(FILL_CHUNK)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(self.err(OP))?;
+            if rows.is_empty() {
+                break;
+            }
+            let mut subtrees: Vec<(SubtreeId, Hash)> = Vec::new();
+            for (idx, leaf) in rows {
+                if u64::try_from(idx).ok() != Some(frontier.size()) {
+                    return Err(corrupt(format!(
+                        "audit log has entry {idx} where {} was expected",
+                        frontier.size()
+                    )));
+                }
+                let leaf: Hash = leaf
+                    .try_into()
+                    .map_err(|_| corrupt("audit leaf is not 32 bytes".to_owned()))?;
+                frontier
+                    .push_reporting(leaf, |id, hash| {
+                        if is_stored_level(id.0) {
+                            subtrees.push((id, *hash));
+                        }
+                    })
+                    .map_err(|e| corrupt(format!("audit log: {e}")))?;
+            }
+            let mut batch = Batch::new();
+            batch
+                .subtrees(&subtrees)
+                .map_err(|e| self.batch_err(OP, e))?;
+            batch
+                .run(&mut tx)
+                .await
+                .map_err(|e| self.batch_err(OP, e))?;
+        }
+        if frontier.size() > 0 {
+            tracing::info!(
+                entries = frontier.size(),
+                "audit log: stored its subtree roots (once, for a log from an older version)"
+            );
+        }
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?1, ?2)")
+            .bind(AUDIT_SUBTREES_KEY)
+            .bind(frontier.size().to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err(OP))?;
+        tx.commit().await.map_err(self.err(OP))
+    }
+
+    /// Root of the perfect subtree `(level, index)`, from the rows of the stored level
+    /// at or below it (at most `2^(STRIDE-1)` of them), or from its leaves where those
+    /// rows are missing (a store opened read-only before they were filled in). `None`
+    /// when the log does not cover it yet.
+    async fn subtree_in(
+        &self,
+        op: &'static str,
+        conn: &mut sqlx::SqliteConnection,
+        (level, index): SubtreeId,
+    ) -> StoreResult<Option<Hash>> {
+        let base = level - level % STORED_LEVEL_STRIDE;
+        let fold = |hashes: Vec<Vec<u8>>| -> StoreResult<Hash> {
+            let hashes = hashes
+                .into_iter()
+                .map(|h| {
+                    h.try_into().map_err(|_| StoreError::Corrupt {
+                        path: self.path.to_string(),
+                        op: "audit",
+                        detail: "audit subtree hash is not 32 bytes".to_owned(),
+                    })
+                })
+                .collect::<StoreResult<Vec<Hash>>>()?;
+            // Equal perfect subtrees side by side fold like leaves of a perfect tree.
+            Ok(root_from_leaves(&hashes))
+        };
+        let span = |shift: u32| -> Option<(i64, i64, u64)> {
+            let width = 1u64.checked_shl(shift)?;
+            let start = index.checked_mul(width)?;
+            let end = start.checked_add(width)?;
+            Some((i64::try_from(start).ok()?, i64::try_from(end).ok()?, width))
+        };
+        if base > 0
+            && let Some((start, end, width)) = span(level - base)
+        {
+            let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT hash FROM audit_subtree WHERE level = ?1 AND idx >= ?2 AND idx < ?3 \
+                 ORDER BY idx",
+            )
+            .bind(i64::from(base))
+            .bind(start)
+            .bind(end)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(self.err(op))?;
+            if rows.len() as u64 == width {
+                return fold(rows).map(Some);
+            }
+        }
+        let Some((start, end, width)) = span(level) else {
+            return Ok(None);
+        };
+        let leaves = self.leaves_in(op, conn, start as u64, end as u64).await?;
+        Ok((leaves.len() as u64 == width).then(|| root_from_leaves(&leaves)))
     }
 
     /// Leaf hashes of entries `start..end`, read through `conn`.
@@ -1572,6 +1709,20 @@ impl Store for SqliteStore {
         self.audit_leaves(start, end).await
     }
 
+    async fn audit_subtrees(&self, wanted: &[SubtreeId]) -> StoreResult<Vec<(SubtreeId, Hash)>> {
+        const OP: &str = "audit_subtrees";
+        // One read transaction: every subtree from the same committed log.
+        let mut tx = self.reader.begin().await.map_err(self.err(OP))?;
+        let mut found = Vec::with_capacity(wanted.len());
+        for &id in wanted {
+            if let Some(hash) = self.subtree_in(OP, &mut tx, id).await? {
+                found.push((id, hash));
+            }
+        }
+        tx.commit().await.map_err(self.err(OP))?;
+        Ok(found)
+    }
+
     async fn close(&self) {
         SqliteStore::close(self).await;
     }
@@ -1972,5 +2123,129 @@ mod tests {
         tx.rollback().await.unwrap();
         other.meta_put("k", "v").await.unwrap();
         assert_eq!(holder.meta_get("k").await.unwrap().as_deref(), Some("v"));
+    }
+
+    /// Every perfect subtree the log covers, at every level, as the store gives it
+    /// and as its leaves make it; ones the log does not cover are left out.
+    async fn subtrees_match_the_leaves(store: &SqliteStore) {
+        use liaison_core::merkle::LeafHashes as _;
+        let (size, _) = store.audit_head().await.unwrap();
+        let leaves = store.audit_leaf_hashes(0, size).await.unwrap();
+        let mut wanted = Vec::new();
+        for level in 0..=12u32 {
+            for index in 0..=(size >> level) {
+                wanted.push((level, index));
+            }
+        }
+        let got: std::collections::HashMap<SubtreeId, Hash> = store
+            .audit_subtrees(&wanted)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        for (level, index) in wanted {
+            let covered = (index + 1) << level <= size;
+            match got.get(&(level, index)) {
+                Some(h) => {
+                    assert!(covered, "({level}, {index}) beyond {size}");
+                    assert_eq!(*h, leaves.perfect_subtree_hash(level, index).unwrap());
+                }
+                None => assert!(!covered, "({level}, {index}) missing at {size}"),
+            }
+        }
+    }
+
+    /// Appends of every shape, then a consistency proof for a peer made from the
+    /// stored subtrees alone, checked against the log's own roots.
+    #[tokio::test]
+    async fn audit_subtrees_are_the_roots_of_the_leaves_below_them() {
+        use liaison_core::merkle::{
+            KnownSubtrees, consistency_proof, consistency_proof_subtrees, verify_consistency,
+        };
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let mut n = 0u32;
+        let mut heads = vec![store.audit_head().await.unwrap()];
+        for batch in [1usize, 15, 16, 17, 200, 771, 2_000, 3] {
+            let entries: Vec<Vec<u8>> = (0..batch)
+                .map(|_| {
+                    n += 1;
+                    format!("entry {n}").into_bytes()
+                })
+                .collect();
+            store.audit_append(&entries).await.unwrap();
+            heads.push(store.audit_head().await.unwrap());
+            subtrees_match_the_leaves(&store).await;
+        }
+        let (new_size, new_root) = *heads.last().unwrap();
+        for &(old_size, old_root) in &heads {
+            let wanted = consistency_proof_subtrees(old_size, new_size).unwrap();
+            let known: KnownSubtrees = store
+                .audit_subtrees(&wanted)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            let proof = consistency_proof(&known, old_size, new_size).unwrap();
+            verify_consistency(old_size, new_size, &old_root, &new_root, &proof).unwrap();
+        }
+        // Beyond the log: the last leaf is missing, so no proof.
+        let wanted = consistency_proof_subtrees(10, new_size + 1).unwrap();
+        let known: KnownSubtrees = store
+            .audit_subtrees(&wanted)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert!(consistency_proof(&known, 10, new_size + 1).is_err());
+    }
+
+    /// A log written before `audit_subtree` existed: read-only, the subtrees come from
+    /// the leaves; the first writable open stores them, once, and appends go on.
+    #[tokio::test]
+    async fn an_older_log_gets_its_subtrees_on_the_first_writable_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let entries: Vec<Vec<u8>> = (0..1_000)
+            .map(|i| format!("old {i}").into_bytes())
+            .collect();
+        store.audit_append(&entries).await.unwrap();
+        // As a build before the table left it.
+        sqlx::query("DELETE FROM audit_subtree")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM meta WHERE key = 'audit_subtrees'")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        store.close().await;
+
+        let read_only = SqliteStore::open_read_only(&path).await.unwrap();
+        subtrees_match_the_leaves(&read_only).await;
+        read_only.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtree")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(rows, 1_000 / 16 + 1_000 / 256);
+        assert_eq!(
+            store.meta_get(AUDIT_SUBTREES_KEY).await.unwrap().as_deref(),
+            Some("1000")
+        );
+        store.audit_append(&entries).await.unwrap();
+        subtrees_match_the_leaves(&store).await;
+        store.close().await;
+
+        // Filled once: a later open leaves the table as the appends made it.
+        let store = SqliteStore::open(&path).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtree")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2_000 / 16 + 2_000 / 256);
+        store.close().await;
     }
 }

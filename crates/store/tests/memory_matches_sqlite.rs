@@ -452,6 +452,10 @@ async fn snapshot<S: Store>(s: &S) -> Vec<String> {
     out.push(shown(s.audit_rows(0, 1_000).await));
     out.push(shown(s.audit_rows(2, 3).await));
     out.push(shown(s.audit_leaf_hashes(1, 4).await));
+    out.push(shown(
+        s.audit_subtrees(&[(0, 0), (0, 3), (1, 1), (2, 0), (3, 1), (4, 0), (4, 1)])
+            .await,
+    ));
     out.push(shown(s.meta_get("audit_frontier").await));
     out.push(shown(s.meta_get("k1").await));
     out.push(shown(s.user_list().await));
