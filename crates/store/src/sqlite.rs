@@ -2199,6 +2199,13 @@ mod tests {
         assert!(consistency_proof(&known, 10, new_size + 1).is_err());
     }
 
+    async fn subtree_rows(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtree")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap()
+    }
+
     /// A log written before `audit_subtree` existed: read-only, the subtrees come from
     /// the leaves; the first writable open stores them, once, and appends go on.
     #[tokio::test]
@@ -2226,11 +2233,7 @@ mod tests {
         read_only.close().await;
 
         let store = SqliteStore::open(&path).await.unwrap();
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtree")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap();
-        assert_eq!(rows, 1_000 / 16 + 1_000 / 256);
+        assert_eq!(subtree_rows(&store).await, 1_000 / 16 + 1_000 / 256);
         assert_eq!(
             store.meta_get(AUDIT_SUBTREES_KEY).await.unwrap().as_deref(),
             Some("1000")
@@ -2241,11 +2244,7 @@ mod tests {
 
         // Filled once: a later open leaves the table as the appends made it.
         let store = SqliteStore::open(&path).await.unwrap();
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_subtree")
-            .fetch_one(&store.reader)
-            .await
-            .unwrap();
-        assert_eq!(rows, 2_000 / 16 + 2_000 / 256);
+        assert_eq!(subtree_rows(&store).await, 2_000 / 16 + 2_000 / 256);
         store.close().await;
     }
 }
