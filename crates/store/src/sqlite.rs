@@ -156,7 +156,7 @@ const AUDIT_FRONTIER_KEY: &str = "audit_frontier";
 /// Set in `meta` once `audit_subtree` holds the stored-level subtrees of the whole log.
 const AUDIT_SUBTREES_KEY: &str = "audit_subtrees";
 /// Leaves read per query while filling in `audit_subtree` for an older log.
-const FILL_CHUNK: i64 = 65_536;
+const FILL_CHUNK: u64 = 65_536;
 
 /// One row of the audit log as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +349,15 @@ impl SqliteStore {
         move |e| classify(&self.path, op, e)
     }
 
+    /// The audit log (or what is stored beside it) is not what this store wrote.
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.to_string(),
+            op: "audit",
+            detail,
+        }
+    }
+
     async fn load_frontier(&self) -> StoreResult<()> {
         let mut conn = self
             .reader
@@ -395,7 +404,12 @@ impl SqliteStore {
     /// a crash part-way leaves the key unset and the next open starts again.
     async fn fill_audit_subtrees(&self) -> StoreResult<()> {
         const OP: &str = "fill_audit_subtrees";
+        // Filled already (every open after the first): no write lock at start-up.
+        if self.meta_get(AUDIT_SUBTREES_KEY).await?.is_some() {
+            return Ok(());
+        }
         let mut tx = self.begin_write(OP).await?;
+        // Asked again under the lock: another process may have filled it meanwhile.
         let done: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
             .bind(AUDIT_SUBTREES_KEY)
             .fetch_optional(&mut *tx)
@@ -404,42 +418,21 @@ impl SqliteStore {
         if done.is_some() {
             return Ok(());
         }
-        let corrupt = |detail: String| StoreError::Corrupt {
-            path: self.path.to_string(),
-            op: "audit",
-            detail,
-        };
         let mut frontier = Frontier::new();
         loop {
-            let from = i64::try_from(frontier.size()).unwrap_or(i64::MAX);
-            let rows: Vec<(i64, Vec<u8>)> =
-                sqlx::query_as("SELECT idx, leaf FROM audit WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
-                    .bind(from)
-                    .bind(FILL_CHUNK)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(self.err(OP))?;
-            if rows.is_empty() {
-                break;
-            }
+            let from = frontier.size();
+            let leaves = self
+                .leaves_in(OP, &mut tx, from, from.saturating_add(FILL_CHUNK))
+                .await?;
             let mut subtrees: Vec<(SubtreeId, Hash)> = Vec::new();
-            for (idx, leaf) in rows {
-                if u64::try_from(idx).ok() != Some(frontier.size()) {
-                    return Err(corrupt(format!(
-                        "audit log has entry {idx} where {} was expected",
-                        frontier.size()
-                    )));
-                }
-                let leaf: Hash = leaf
-                    .try_into()
-                    .map_err(|_| corrupt("audit leaf is not 32 bytes".to_owned()))?;
+            for leaf in &leaves {
                 frontier
-                    .push_reporting(leaf, |id, hash| {
+                    .push_reporting(*leaf, |id, hash| {
                         if is_stored_level(id.0) {
                             subtrees.push((id, *hash));
                         }
                     })
-                    .map_err(|e| corrupt(format!("audit log: {e}")))?;
+                    .map_err(|e| self.corrupt(format!("audit log: {e}")))?;
             }
             let mut batch = Batch::new();
             batch
@@ -449,6 +442,22 @@ impl SqliteStore {
                 .run(&mut tx)
                 .await
                 .map_err(|e| self.batch_err(OP, e))?;
+            if (leaves.len() as u64) < FILL_CHUNK {
+                break;
+            }
+        }
+        // A gap in the indexes ends the pass early; the log's last index tells.
+        let last: Option<i64> = sqlx::query_scalar("SELECT MAX(idx) FROM audit")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(self.err(OP))?;
+        let logged = last.map_or(0, |i| u64::try_from(i).map_or(0, |i| i + 1));
+        if logged != frontier.size() {
+            return Err(self.corrupt(format!(
+                "audit log has entry {} where {} was expected",
+                logged.saturating_sub(1),
+                frontier.size()
+            )));
         }
         if frontier.size() > 0 {
             tracing::info!(
@@ -480,11 +489,8 @@ impl SqliteStore {
             let hashes = hashes
                 .into_iter()
                 .map(|h| {
-                    h.try_into().map_err(|_| StoreError::Corrupt {
-                        path: self.path.to_string(),
-                        op: "audit",
-                        detail: "audit subtree hash is not 32 bytes".to_owned(),
-                    })
+                    h.try_into()
+                        .map_err(|_| self.corrupt("audit subtree hash is not 32 bytes".to_owned()))
                 })
                 .collect::<StoreResult<Vec<Hash>>>()?;
             // Equal perfect subtrees side by side fold like leaves of a perfect tree.
@@ -539,11 +545,8 @@ impl SqliteStore {
                 .map_err(self.err(op))?;
         rows.into_iter()
             .map(|b| {
-                b.try_into().map_err(|_| StoreError::Corrupt {
-                    path: self.path.to_string(),
-                    op: "audit",
-                    detail: "audit leaf is not 32 bytes".to_owned(),
-                })
+                b.try_into()
+                    .map_err(|_| self.corrupt("audit leaf is not 32 bytes".to_owned()))
             })
             .collect()
     }
