@@ -69,6 +69,11 @@ pub async fn bench(args: Args) -> anyhow::Result<Exit> {
             r.ed25519_sign_verify_per_s
         );
         println!(
+            "fsync of a 4 KiB write (this disk):  p50 {:>5.2} ms  p99 {:>5.2} ms  max {:.1} ms \
+             ({} samples; a FLASH waits for two in series)",
+            r.disk_sync.p50_ms, r.disk_sync.p99_ms, r.disk_sync.max_ms, r.disk_sync.samples
+        );
+        println!(
             "durable end-to-end (accept → receipt recorded): {:>8.0} msgs/s  (ratio {:.2})",
             r.throughput_msgs_per_s, r.ratio_to_sign_verify
         );

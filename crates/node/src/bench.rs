@@ -41,6 +41,9 @@ impl Default for BenchOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
     pub ed25519_sign_verify_per_s: f64,
+    /// This disk's own durable-write latency, measured in the same run: a FLASH waits
+    /// for two such syncs in series (the sender's accept, the receiver's store).
+    pub disk_sync: DiskSync,
     pub throughput_msgs_per_s: f64,
     pub ratio_to_sign_verify: f64,
     /// Accepted → the peer's signed receipt back and verified.
@@ -57,6 +60,43 @@ pub struct Latency {
     pub receipt_p99_ms: f64,
     pub recorded_p50_ms: f64,
     pub recorded_p99_ms: f64,
+}
+
+/// Latency of one durable 4 KiB write (`pwrite` then `fsync`, as a commit appends a
+/// WAL page and syncs it), in ms.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DiskSync {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Times `samples` durable 4 KiB writes to a scratch file in `dir` (removed after),
+/// each appended and synced as SQLite appends and syncs its WAL on a commit.
+pub fn disk_sync_latency(dir: &Path, samples: usize) -> Result<DiskSync, crate::NodeError> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("disk-sync-probe");
+    let io =
+        |e: std::io::Error| crate::NodeError::Other(format!("disk probe {}: {e}", path.display()));
+    let file = std::fs::File::create(&path).map_err(io)?;
+    let page = [0x5au8; 4096];
+    let mut ms = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        file.write_at(&page, (i as u64) * 4096).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(file);
+    std::fs::remove_file(&path).map_err(io)?;
+    ms.sort_by(f64::total_cmp);
+    Ok(DiskSync {
+        samples,
+        p50_ms: percentile(&ms, 0.5),
+        p99_ms: percentile(&ms, 0.99),
+        max_ms: ms.last().copied().unwrap_or(0.0),
+    })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -167,6 +207,8 @@ pub async fn run(
 ) -> Result<BenchReport, crate::NodeError> {
     progress("measuring Ed25519 sign+verify on one core");
     let ed = ed25519_rate(Duration::from_secs(2))?;
+    progress("measuring this disk's durable 4 KiB write");
+    let disk_sync = disk_sync_latency(root, 1_000)?;
     let clock: SharedClock = Arc::new(ScenarioClock::new(
         "2019-11-22T12:00:00+09:00"
             .parse()
@@ -261,6 +303,7 @@ pub async fn run(
     rok.stop().await;
     Ok(BenchReport {
         ed25519_sign_verify_per_s: ed,
+        disk_sync,
         throughput_msgs_per_s: throughput,
         ratio_to_sign_verify: throughput / ed,
         latency,
@@ -355,5 +398,30 @@ impl Tracker {
         let ms = |then: Instant| then.saturating_duration_since(at).as_secs_f64() * 1000.0;
         self.receipt.push(ms(d.verified_at));
         self.recorded.push(ms(d.recorded_at));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_probe_times_each_sync_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = disk_sync_latency(dir.path(), 25).unwrap();
+        assert_eq!(d.samples, 25);
+        assert!(d.p50_ms > 0.0 && d.p50_ms <= d.p99_ms && d.p99_ms <= d.max_ms);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn disk_probe_names_the_file_it_cannot_write() {
+        let err = disk_sync_latency(Path::new("/nonexistent-liaison-dir"), 3).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent-liaison-dir/disk-sync-probe"),
+            "{err}"
+        );
     }
 }
