@@ -90,13 +90,20 @@ pub fn disk_sync_latency(dir: &Path, samples: usize) -> Result<DiskSync, crate::
     }
     drop(file);
     std::fs::remove_file(&path).map_err(io)?;
-    ms.sort_by(f64::total_cmp);
+    let max_ms = ms.iter().copied().fold(0.0, f64::max);
+    let (p50_ms, p99_ms) = p50_p99(ms);
     Ok(DiskSync {
         samples,
-        p50_ms: percentile(&ms, 0.5),
-        p99_ms: percentile(&ms, 0.99),
-        max_ms: ms.last().copied().unwrap_or(0.0),
+        p50_ms,
+        p99_ms,
+        max_ms,
     })
+}
+
+/// The median and the 99th percentile of `v`.
+fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 0.5), percentile(&v, 0.99))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -354,12 +361,8 @@ async fn paced<S: Store>(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    let ms = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (percentile(&v, 0.5), percentile(&v, 0.99))
-    };
-    let (receipt_p50_ms, receipt_p99_ms) = ms(t.receipt);
-    let (recorded_p50_ms, recorded_p99_ms) = ms(t.recorded);
+    let (receipt_p50_ms, receipt_p99_ms) = p50_p99(t.receipt);
+    let (recorded_p50_ms, recorded_p99_ms) = p50_p99(t.recorded);
     Latency {
         receipt_p50_ms,
         receipt_p99_ms,

@@ -349,6 +349,24 @@ impl SqliteStore {
         move |e| classify(&self.path, op, e)
     }
 
+    /// One `meta` value, read through `on`: a pool, or a connection (a transaction's,
+    /// to read what that transaction sees).
+    async fn meta_value<'e, E>(
+        &self,
+        op: &'static str,
+        on: E,
+        key: &'e str,
+    ) -> StoreResult<Option<String>>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(on)
+            .await
+            .map_err(self.err(op))
+    }
+
     /// The audit log (or what is stored beside it) is not what this store wrote.
     fn corrupt(&self, detail: String) -> StoreError {
         StoreError::Corrupt {
@@ -376,20 +394,12 @@ impl SqliteStore {
         op: &'static str,
         conn: &mut sqlx::SqliteConnection,
     ) -> StoreResult<Frontier> {
-        let stored: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
-            .bind(AUDIT_FRONTIER_KEY)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(self.err(op))?;
+        let stored = self.meta_value(op, &mut *conn, AUDIT_FRONTIER_KEY).await?;
         if let Some(f) = stored.and_then(|j| serde_json::from_str::<Frontier>(&j).ok()) {
             return Ok(f);
         }
         let leaves = self.leaves_in(op, conn, 0, u64::MAX).await?;
-        Frontier::from_leaves(&leaves).map_err(|e| StoreError::Corrupt {
-            path: self.path.to_string(),
-            op: "audit",
-            detail: format!("audit log: {e}"),
-        })
+        Frontier::from_leaves(&leaves).map_err(|e| self.corrupt(format!("audit log: {e}")))
     }
 
     async fn audit_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<Hash>> {
@@ -410,12 +420,11 @@ impl SqliteStore {
         }
         let mut tx = self.begin_write(OP).await?;
         // Asked again under the lock: another process may have filled it meanwhile.
-        let done: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
-            .bind(AUDIT_SUBTREES_KEY)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(self.err(OP))?;
-        if done.is_some() {
+        if self
+            .meta_value(OP, &mut *tx, AUDIT_SUBTREES_KEY)
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let mut frontier = Frontier::new();
@@ -639,11 +648,7 @@ impl SqliteStore {
     fn batch_err(&self, op: &'static str, e: BatchError) -> StoreError {
         match e {
             BatchError::Sql(e) => classify(&self.path, op, e),
-            BatchError::Audit(detail) => StoreError::Corrupt {
-                path: self.path.to_string(),
-                op: "audit",
-                detail,
-            },
+            BatchError::Audit(detail) => self.corrupt(detail),
         }
     }
 
@@ -1683,11 +1688,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(self.err(OP))?;
-        let corrupt = |what: &str| StoreError::Corrupt {
-            path: self.path.to_string(),
-            op: "audit",
-            detail: format!("audit row: {what}"),
-        };
+        let corrupt = |what: &str| self.corrupt(format!("audit row: {what}"));
         rows.iter()
             .map(|r| {
                 let idx: i64 = r.try_get("idx").map_err(self.err(OP))?;
@@ -1731,11 +1732,7 @@ impl Store for SqliteStore {
     }
 
     async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(self.err("meta_get"))
+        self.meta_value("meta_get", &self.reader, key).await
     }
 
     async fn meta_put(&self, key: &str, value: &str) -> StoreResult<()> {
