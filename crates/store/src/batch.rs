@@ -4,10 +4,13 @@
 //! round trip between that thread and the runtime, and on a busy machine each trip
 //! waits to be scheduled twice. The hot writes (accepts with receipts, arrivals)
 //! therefore send all their statements as one query string, one trip instead of one
-//! per statement. Placeholders are plain `?`: sqlx binds the arguments of a
-//! multi-statement string in order across its statements.
+//! per statement, and [`Batch::run_as_transaction`] puts `BEGIN IMMEDIATE` and `COMMIT`
+//! into that same string: one trip for the whole transaction rather than three.
+//! Placeholders are plain `?`: sqlx binds the arguments of a multi-statement string in
+//! order across its statements. A batch owns its arguments, so it can run on a task of
+//! its own that finishes even if its caller goes away.
 
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow};
 use sqlx::{Arguments as _, Encode, Sqlite, Transaction, Type};
 
 use liaison_core::merkle::{Frontier, Hash, STORED_LEVEL_STRIDE, SubtreeId, leaf_hash};
@@ -39,15 +42,15 @@ impl From<sqlx::Error> for BatchError {
 
 /// Statements and their arguments, run in order inside one transaction; the rows
 /// they return (RETURNING clauses) are collected across flushes.
-pub(crate) struct Batch<'q> {
+pub(crate) struct Batch {
     sql: String,
-    args: SqliteArguments<'q>,
+    args: SqliteArguments<'static>,
     count: usize,
     /// Query strings already full, to run before `sql`.
-    full: Vec<(String, SqliteArguments<'q>)>,
+    full: Vec<(String, SqliteArguments<'static>)>,
 }
 
-impl<'q> Batch<'q> {
+impl Batch {
     pub(crate) fn new() -> Self {
         Self {
             sql: String::new(),
@@ -59,7 +62,7 @@ impl<'q> Batch<'q> {
 
     fn arg<T>(&mut self, value: T) -> Result<(), BatchError>
     where
-        T: 'q + Encode<'q, Sqlite> + Type<Sqlite>,
+        T: 'static + Encode<'static, Sqlite> + Type<Sqlite>,
     {
         self.args
             .add(value)
@@ -103,11 +106,11 @@ impl<'q> Batch<'q> {
         Ok(())
     }
 
-    pub(crate) fn text(&mut self, v: &'q str) -> Result<(), BatchError> {
-        self.arg(v)
+    pub(crate) fn text(&mut self, v: &str) -> Result<(), BatchError> {
+        self.arg(v.to_owned())
     }
-    pub(crate) fn opt_text(&mut self, v: &'q Option<String>) -> Result<(), BatchError> {
-        self.arg(v.as_deref())
+    pub(crate) fn opt_text(&mut self, v: &Option<String>) -> Result<(), BatchError> {
+        self.arg(v.clone())
     }
     pub(crate) fn int(&mut self, v: i64) -> Result<(), BatchError> {
         self.arg(v)
@@ -126,14 +129,14 @@ impl<'q> Batch<'q> {
     pub(crate) fn audit(
         &mut self,
         frontier: &Frontier,
-        entries: &'q [Vec<u8>],
-        frontier_key: &'q str,
+        entries: &[Vec<u8>],
+        frontier_key: &str,
     ) -> Result<Frontier, BatchError> {
         let mut next = frontier.clone();
         if entries.is_empty() {
             return Ok(next);
         }
-        let mut rows: Vec<(i64, &'q [u8], Hash, Hash)> = Vec::with_capacity(entries.len());
+        let mut rows: Vec<(i64, &[u8], Hash, Hash)> = Vec::with_capacity(entries.len());
         let mut subtrees: Vec<(SubtreeId, Hash)> = Vec::new();
         for e in entries {
             let leaf = leaf_hash(e);
@@ -155,7 +158,7 @@ impl<'q> Batch<'q> {
             &rows,
             |b, (idx, entry, leaf, root)| {
                 b.int(*idx)?;
-                b.arg(*entry)?;
+                b.blob(entry.to_vec())?;
                 b.blob(leaf.to_vec())?;
                 b.blob(root.to_vec())
             },
@@ -208,6 +211,57 @@ impl<'q> Batch<'q> {
                     .fetch_all(&mut **tx)
                     .await?,
             );
+        }
+        Ok(rows)
+    }
+
+    /// Runs the statements as one transaction on a connection of `writer`, with
+    /// `BEGIN IMMEDIATE` and `COMMIT` sent in the same query strings as the statements;
+    /// returns every row they returned. On any failure the transaction is rolled back
+    /// before the connection goes back to the pool, and a connection that cannot be
+    /// rolled back is closed (the pool opens a new one): sqlx does not count this
+    /// transaction as open, so nothing else would end it. The caller must not drop
+    /// the future half-way (run it on a task of its own): the transaction would stay
+    /// open on the pool's connection.
+    pub(crate) async fn run_as_transaction(
+        mut self,
+        writer: &SqlitePool,
+    ) -> Result<Vec<SqliteRow>, BatchError> {
+        self.room_for(ARGS_PER_QUERY_MAX + 1);
+        if self.full.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = writer.acquire().await?;
+        let last = self.full.len() - 1;
+        let mut rows = Vec::new();
+        for (i, (sql, args)) in self.full.into_iter().enumerate() {
+            let mut text = String::with_capacity(sql.len() + 32);
+            if i == 0 {
+                text.push_str("BEGIN IMMEDIATE;\n");
+            }
+            text.push_str(&sql);
+            if i == last {
+                text.push_str("COMMIT;\n");
+            }
+            // Not kept in the statement cache: the text differs with every batch's shape.
+            match sqlx::query_with(&text, args)
+                .persistent(false)
+                .fetch_all(&mut *conn)
+                .await
+            {
+                Ok(r) => rows.extend(r),
+                Err(e) => {
+                    // SQLite may have rolled back already (a full disk at COMMIT does);
+                    // then ROLLBACK answers "no transaction is active", which is fine.
+                    if let Err(r) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+                        && !r.to_string().contains("no transaction is active")
+                    {
+                        tracing::warn!("closing the writer connection, ROLLBACK failed: {r}");
+                        conn.close_on_drop();
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         Ok(rows)
     }

@@ -175,10 +175,26 @@ pub struct AuditRow {
 /// `BEGIN IMMEDIATE` on the one writer connection fails and the node could never write
 /// again, not even once space is freed. The ping lets the queued rollback run first; a
 /// connection still counted as in a transaction is closed and the pool opens a new one.
+/// A connection counted as in no transaction goes straight back: no trip to its
+/// thread on the path of every write. (The hot writes' transactions, which sqlx does
+/// not count, end in their own query strings: see `Batch::run_as_transaction`.)
 async fn drop_if_stuck_in_transaction(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
     use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
     conn.ping().await?;
     Ok(!conn.is_in_transaction())
+}
+
+/// What every pool of the store shares. No ping before each acquire (sqlx's default):
+/// an embedded connection cannot drop the way a server's can, and on a busy machine
+/// every ping is one more wait for the connection's thread to be scheduled, on the
+/// path of every read and every commit.
+fn pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
 }
 
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the pool is closed. A failed
@@ -214,10 +230,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
 
-        let writer = SqlitePoolOptions::new()
+        let writer = pool_options()
             .max_connections(1)
             .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
             .after_release(|conn, _| Box::pin(drop_if_stuck_in_transaction(conn)))
@@ -235,10 +250,9 @@ impl SqliteStore {
         // Checkpoints off the commit path: a connection of its own copies committed WAL
         // frames into the database file (PASSIVE: never waits for, nor blocks, the
         // writer or readers), so a commit only appends to the WAL and fsyncs it.
-        let checkpointer = SqlitePoolOptions::new()
+        let checkpointer = pool_options()
             .max_connections(1)
             .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(base.clone())
@@ -248,10 +262,9 @@ impl SqliteStore {
 
         // Readers are opened after the writer so that the file exists and is
         // already in WAL mode (which is persistent).
-        let reader = SqlitePoolOptions::new()
+        let reader = pool_options()
             .max_connections(READERS)
             .min_connections(0)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(base.pragma("query_only", "ON"))
             .await
             .map_err(|e| open_error(&shown, e))?;
@@ -281,10 +294,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
             .pragma("query_only", "ON");
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(READERS)
             .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(|e| open_error(&shown, e))?;
@@ -307,10 +319,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         // The connection must never be closed: that would drop the database.
-        let pool = SqlitePoolOptions::new()
+        let pool = pool_options()
             .max_connections(1)
             .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options)
@@ -653,44 +664,57 @@ impl SqliteStore {
     }
 
     /// Runs one hot write: `build` gathers its statements into one [`Batch`], the
-    /// audit entries follow, and the whole runs in a transaction that commits before
-    /// the frontier moves. A frontier found behind the log (the insert hits an audit
-    /// index the log holds) is reloaded from the log and the write built once more.
-    async fn write_batch<'q>(
+    /// audit entries follow, and the whole runs as one transaction in one trip to the
+    /// writer ([`Batch::run_as_transaction`]), on a task of its own: once started it
+    /// finishes, commits and moves the frontier even if the caller goes away, so the
+    /// frontier in memory never falls behind a commit. A frontier found behind the log
+    /// anyway (another process appended: the insert hits an audit index the log holds)
+    /// is reloaded from the log, inside the write transaction, and the write built once
+    /// more.
+    async fn write_batch(
         &self,
         op: &'static str,
-        audit: &'q [Vec<u8>],
-        build: impl Fn(&mut Batch<'q>) -> Result<(), BatchError>,
+        audit: &[Vec<u8>],
+        build: impl Fn(&mut Batch) -> Result<(), BatchError>,
     ) -> StoreResult<Vec<SqliteRow>> {
-        let mut frontier = self.frontier.lock().await;
-        let mut reloaded = false;
-        loop {
-            let mut tx = self.begin_write(op).await?;
-            if reloaded {
+        let mut frontier = self.frontier.clone().lock_owned().await;
+        let mut batch = Batch::new();
+        let next = build(&mut batch)
+            .and_then(|()| batch.audit(&frontier, audit, AUDIT_FRONTIER_KEY))
+            .map_err(|e| self.batch_err(op, e))?;
+        let writer = self.writer.clone();
+        let (returned, ran) = tokio::spawn(async move {
+            let ran = batch.run_as_transaction(&writer).await;
+            if ran.is_ok() {
+                *frontier = next;
+            }
+            (frontier, ran)
+        })
+        .await
+        .map_err(|_| self.err(op)(sqlx::Error::WorkerCrashed))?;
+        match ran {
+            Ok(rows) => Ok(rows),
+            Err(e) if is_audit_index_conflict(&e) => {
+                let mut frontier = returned;
+                tracing::warn!(
+                    memory = frontier.size(),
+                    "audit frontier in memory is behind the log; reloading it"
+                );
+                let mut tx = self.begin_write(op).await?;
                 *frontier = self.stored_frontier(op, &mut tx).await?;
-            }
-            let mut batch = Batch::new();
-            let ran = async {
-                build(&mut batch)?;
-                let next = batch.audit(&frontier, audit, AUDIT_FRONTIER_KEY)?;
-                Ok::<_, BatchError>((next, batch.run(&mut tx).await?))
-            }
-            .await;
-            match ran {
-                Ok((next, rows)) => {
-                    tx.commit().await.map_err(self.err(op))?;
-                    *frontier = next;
-                    return Ok(rows);
+                let mut batch = Batch::new();
+                let ran = async {
+                    build(&mut batch)?;
+                    let next = batch.audit(&frontier, audit, AUDIT_FRONTIER_KEY)?;
+                    Ok::<_, BatchError>((next, batch.run(&mut tx).await?))
                 }
-                Err(e) if !reloaded && is_audit_index_conflict(&e) => {
-                    tracing::warn!(
-                        memory = frontier.size(),
-                        "audit frontier in memory is behind the log; reloading it"
-                    );
-                    reloaded = true;
-                }
-                Err(e) => return Err(self.batch_err(op, e)),
+                .await;
+                let (next, rows) = ran.map_err(|e| self.batch_err(op, e))?;
+                tx.commit().await.map_err(self.err(op))?;
+                *frontier = next;
+                Ok(rows)
             }
+            Err(e) => Err(self.batch_err(op, e)),
         }
     }
 }
@@ -707,7 +731,7 @@ fn returned_ids(rows: &[SqliteRow], kind: i64) -> HashSet<String> {
 const RETURNED_INSERTED: i64 = 0;
 const RETURNED_DELIVERED: i64 = 1;
 
-fn bind_outbox<'q>(b: &mut Batch<'q>, row: &'q OutboxRow) -> Result<(), BatchError> {
+fn bind_outbox(b: &mut Batch, row: &OutboxRow) -> Result<(), BatchError> {
     b.text(&row.envelope_id)?;
     b.text(&row.peer)?;
     b.text(&row.from_desk)?;
@@ -727,7 +751,7 @@ fn bind_outbox<'q>(b: &mut Batch<'q>, row: &'q OutboxRow) -> Result<(), BatchErr
     b.opt_int(row.acked_ms)
 }
 
-fn bind_inbox<'q>(b: &mut Batch<'q>, row: &'q InboxRow) -> Result<(), BatchError> {
+fn bind_inbox(b: &mut Batch, row: &InboxRow) -> Result<(), BatchError> {
     b.text(&row.envelope_id)?;
     b.text(&row.from_desk)?;
     b.text(&row.to_desk)?;
@@ -2102,6 +2126,34 @@ mod tests {
         );
         assert!(store.outbox_get("keep").await.unwrap().is_some());
         assert!(store.outbox_get("big0").await.unwrap().is_none());
+        // Once there is room again, the same write goes through: the failed one left
+        // no transaction open on the one writer connection.
+        sqlx::query("PRAGMA max_page_count = 1000000")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let done = store.outbox_insert_batch(&big, &[]).await.unwrap();
+        assert_eq!(done.iter().filter(|f| **f).count(), 50);
+        assert!(store.outbox_get("big49").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_caller_goes_away_still_commits_and_moves_the_frontier() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let (gone, one) = ([row("gone", "p", 1, 1)], [b"one".to_vec()]);
+        let first = store.outbox_commit(&gone, &[], 0, &one);
+        // Polled once (the write is under way on its own task), then dropped, as an
+        // HTTP handler is when its client goes away.
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(1), first).await;
+        store
+            .outbox_commit(&[row("next", "p", 1, 2)], &[], 0, &[b"two".to_vec()])
+            .await
+            .unwrap();
+        assert!(store.outbox_get("gone").await.unwrap().is_some());
+        assert!(store.outbox_get("next").await.unwrap().is_some());
+        let (size, _) = store.audit_head().await.unwrap();
+        assert_eq!(size, 2);
+        assert_eq!(store.frontier.lock().await.size(), 2);
     }
 
     #[tokio::test]
@@ -2118,11 +2170,18 @@ mod tests {
         let err = other.meta_put("k", "v").await.unwrap_err();
         assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
         assert!(err.is_storage_unavailable());
+        // The same for a hot write, whose transaction is begun in its own query string.
+        let (hot, entry) = ([row("hot", "p", 1, 1)], [b"entry".to_vec()]);
+        let err = other.outbox_commit(&hot, &[], 0, &entry).await.unwrap_err();
+        assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
         // Readers are not blocked by the writer in WAL mode.
         assert_eq!(other.meta_get("k").await.unwrap(), None);
         tx.rollback().await.unwrap();
         other.meta_put("k", "v").await.unwrap();
         assert_eq!(holder.meta_get("k").await.unwrap().as_deref(), Some("v"));
+        // Neither failed write left the writer inside a transaction.
+        other.outbox_commit(&hot, &[], 0, &entry).await.unwrap();
+        assert!(holder.outbox_get("hot").await.unwrap().is_some());
     }
 
     /// Every perfect subtree the log covers, at every level, as the store gives it
