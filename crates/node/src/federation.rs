@@ -353,7 +353,7 @@ async fn envelopes<S: Store>(
 ) -> Result<Json<ReceiptBatch>, Problem> {
     // Parsing and verifying a bulk batch is tens of milliseconds of CPU: on the
     // blocking pool it does not hold a runtime worker that a FLASH is waiting for.
-    let bulk = crate::cpu::is_bulk(body.len());
+    let weight = crate::cpu::weight_of_batch(body.len());
     let checker = node.clone();
     let sender = peer.clone();
     let Checked {
@@ -361,7 +361,7 @@ async fn envelopes<S: Store>(
         audit,
         outcomes,
         now,
-    } = crate::cpu::run_as(bulk, move || check_batch(&checker, &sender, &body))
+    } = crate::cpu::run(weight, move || check_batch(&checker, &sender, &body))
         .await
         .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     // Bulk writes queue for the one writer one at a time, so an urgent batch waits
@@ -437,7 +437,7 @@ async fn envelopes<S: Store>(
         .collect();
     // One signature for the whole batch; each receipt stays verifiable alone.
     let (key, tree_head) = (node.key.clone(), node.latest_tree_head());
-    let receipts = crate::cpu::run_as(bulk, move || {
+    let receipts = crate::cpu::run(weight, move || {
         ReceiptBatch::sign(bodies, now, tree_head, &key)
     })
     .await
@@ -499,9 +499,11 @@ async fn settle<S: Store>(
         })
         .collect();
     let (key, tree_head) = (node.key.clone(), node.latest_tree_head());
-    let receipts = crate::cpu::run(move || ReceiptBatch::sign(bodies, now, tree_head, &key))
-        .await
-        .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let receipts = crate::cpu::run(crate::cpu::Weight::Heavy, move || {
+        ReceiptBatch::sign(bodies, now, tree_head, &key)
+    })
+    .await
+    .map_err(|e| Problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(receipts))
 }
 

@@ -376,7 +376,7 @@ async fn exchange<S: Store>(
     }
     let why = match answer {
         Ok((status, bytes)) if status.is_success() => match ReceiptBatch::from_json(&bytes) {
-            Ok(receipts) => return settle(node, peer, sending, receipts).await,
+            Ok(receipts) => return settle(node, peer, sending, receipts, bytes.len()).await,
             Err(e) => format!("peer answered with unreadable receipts: {e}"),
         },
         Ok((status, bytes)) => format!(
@@ -453,6 +453,7 @@ async fn settle<S: Store>(
     peer: &str,
     sent: Vec<Sending>,
     batch: ReceiptBatch,
+    batch_bytes: usize,
 ) -> Option<SignedTreeHead> {
     let keys = node.party_keys(peer);
     let tree_head = batch.tree_head.clone();
@@ -460,8 +461,14 @@ async fn settle<S: Store>(
         .iter()
         .any(|s| s.row.precedence >= Precedence::Immediate.rank());
     let receipts = if batch.head.receiver.as_str() == peer {
-        // Hashing every body is CPU work the runtime's workers should not wait on.
-        crate::cpu::run_as(!urgent, move || batch.verify_split(&keys))
+        // Hashing every body is CPU work the runtime's workers should not wait on,
+        // unless the batch is light; an urgent one never queues behind bulk work.
+        let weight = match crate::cpu::weight_of_batch(batch_bytes) {
+            crate::cpu::Weight::Light => crate::cpu::Weight::Light,
+            _ if urgent => crate::cpu::Weight::Heavy,
+            _ => crate::cpu::Weight::Bulk,
+        };
+        crate::cpu::run(weight, move || batch.verify_split(&keys))
             .await
             .unwrap_or_else(|e| {
                 Err(liaison_core::envelope::EnvelopeError::Malformed(format!(
