@@ -1,7 +1,8 @@
 //! Where CPU-heavy work (hashing and signing whole batches) runs: on tokio's blocking
-//! pool when the runtime has several workers, so a FLASH never waits behind it; inline
-//! when it is light (a batch of one or two envelopes), and on a single-threaded runtime, where there is no other worker to protect and where a
-//! deterministic simulation must not depend on an operating-system thread's timing.
+//! pool when the runtime has several workers, so a FLASH never waits behind it; in
+//! place when it is light (a batch of one or two envelopes), and on a single-threaded
+//! runtime, where there is no other worker to protect and where a deterministic
+//! simulation must not depend on an operating-system thread's timing.
 //!
 //! Bulk work (large batches) also takes turns for all cores but one, process-wide:
 //! three 512-envelope batches verified at once on a two-core machine left a FLASH

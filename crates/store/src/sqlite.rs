@@ -677,11 +677,16 @@ impl SqliteStore {
         audit: &[Vec<u8>],
         build: impl Fn(&mut Batch) -> Result<(), BatchError>,
     ) -> StoreResult<Vec<SqliteRow>> {
+        // The write's statements and the audit entries after them, from `frontier`;
+        // with the frontier they leave, to install once the transaction commits.
+        let fill = |frontier: &Frontier| -> Result<(Batch, Frontier), BatchError> {
+            let mut batch = Batch::new();
+            build(&mut batch)?;
+            let next = batch.audit(frontier, audit, AUDIT_FRONTIER_KEY)?;
+            Ok((batch, next))
+        };
         let mut frontier = self.frontier.clone().lock_owned().await;
-        let mut batch = Batch::new();
-        let next = build(&mut batch)
-            .and_then(|()| batch.audit(&frontier, audit, AUDIT_FRONTIER_KEY))
-            .map_err(|e| self.batch_err(op, e))?;
+        let (batch, next) = fill(&frontier).map_err(|e| self.batch_err(op, e))?;
         let writer = self.writer.clone();
         let (returned, ran) = tokio::spawn(async move {
             let ran = batch.run_as_transaction(&writer).await;
@@ -702,10 +707,8 @@ impl SqliteStore {
                 );
                 let mut tx = self.begin_write(op).await?;
                 *frontier = self.stored_frontier(op, &mut tx).await?;
-                let mut batch = Batch::new();
                 let ran = async {
-                    build(&mut batch)?;
-                    let next = batch.audit(&frontier, audit, AUDIT_FRONTIER_KEY)?;
+                    let (batch, next) = fill(&frontier)?;
                     Ok::<_, BatchError>((next, batch.run(&mut tx).await?))
                 }
                 .await;
