@@ -6,7 +6,7 @@
 //! `crates/node/tests/fuzz_corpus.rs`, which includes this file by path; so this file
 //! depends only on what `liaison-node`'s tests can see (core, node, serde_json, jiff).
 
-use liaison_core::envelope::{Envelope, Receipt, SignedTreeHead};
+use liaison_core::envelope::{Envelope, EnvelopeBatch, Receipt, SignedTreeHead};
 use liaison_core::ids::{DeskId, PartyId};
 use liaison_core::label::Label;
 use liaison_core::merkle::{Hash, Proof, TreeHead};
@@ -107,8 +107,21 @@ pub fn label(data: &[u8]) {
     }
 }
 
-/// An envelope from a peer.
+/// An envelope from a peer: a batch as it crosses, or one envelope as it is kept.
 pub fn envelope(data: &[u8]) {
+    if let Ok(batch) = EnvelopeBatch::from_json(data) {
+        for (env, checked) in batch.verify_split(&[fuzz_public()]) {
+            if checked.is_ok() {
+                // What a batch vouched for verifies alone, once stored and read back.
+                let kept = Envelope::from_json(env.to_json().as_bytes());
+                assert!(
+                    kept.is_ok_and(|k| k.verify(&fuzz_public()).is_ok()),
+                    "an envelope its batch vouched for does not verify alone"
+                );
+            }
+        }
+        return;
+    }
     let Ok(env) = Envelope::from_json(data) else {
         return;
     };
@@ -262,14 +275,8 @@ pub fn api_bodies(data: &[u8]) {
             let _ = serde_json::from_slice::<liaison_node::api::AckRequest>(body);
         }
         2 => {
-            if let Ok(batch) =
-                serde_json::from_slice::<liaison_node::federation::EnvelopeBatch>(body)
-            {
-                for raw in batch.envelopes {
-                    if let Ok(env) = Envelope::from_value(raw) {
-                        let _ = env.verify(&fuzz_public());
-                    }
-                }
+            if let Ok(batch) = EnvelopeBatch::from_json(body) {
+                let _ = batch.verify_split(&[fuzz_public()]);
             }
         }
         3 => {
@@ -297,7 +304,8 @@ pub fn api_bodies(data: &[u8]) {
     }
 }
 
-/// A real sealed envelope, the one receipts in the corpus refer to.
+/// A real envelope as its receiver keeps it (sent in a signed batch of one), the one
+/// receipts in the corpus refer to.
 pub fn sample_envelope() -> Option<Envelope> {
     let header = liaison_core::envelope::Header {
         id: liaison_core::envelope::EnvelopeId::from_random([1u8; 16]),
@@ -313,5 +321,27 @@ pub fn sample_envelope() -> Option<Envelope> {
         reply_to: None,
         body_sha256: String::new(),
     };
-    Envelope::seal(header, "fuzz body".to_owned(), &fuzz_key()).ok()
+    let at = header.created_at;
+    let env = Envelope::unsigned(header, "fuzz body".to_owned()).ok()?;
+    let (env, checked) = EnvelopeBatch::sign(vec![env], at, &fuzz_key())
+        .verify_split(&[fuzz_public()])
+        .pop()?;
+    checked.ok().map(|_| env)
+}
+
+/// A real batch of three envelopes as it crosses, signed by [`fuzz_key`].
+pub fn sample_batch() -> Option<EnvelopeBatch> {
+    let env = sample_envelope()?;
+    let envs = (0u8..3)
+        .map(|i| {
+            let mut header = env.header.clone();
+            header.id = liaison_core::envelope::EnvelopeId::from_random([i; 16]);
+            Envelope::unsigned(header, format!("fuzz body {i}")).ok()
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(EnvelopeBatch::sign(
+        envs,
+        env.header.created_at,
+        &fuzz_key(),
+    ))
 }

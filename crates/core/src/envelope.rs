@@ -1,10 +1,16 @@
-//! Envelopes: the signed unit that crosses between nodes, and receipts: the receiving
-//! node's signed statement that it durably stored (or refused, or a person
-//! acknowledged) an envelope.
+//! Envelopes: the unit that crosses between nodes, signed by the sending party, and
+//! receipts: the receiving node's signed statement that it durably stored (or refused,
+//! or a person acknowledged) an envelope.
 //!
 //! Wire form is JSON. What is signed is a domain tag followed by the canonical JSON
 //! (sorted keys, no whitespace) of everything but the signature; the body is bound by
 //! its SHA-256 so a header can be checked without re-hashing large bodies twice.
+//!
+//! Both directions sign once per batch, not once per item: the signer signs a head
+//! naming the RFC 9162 Merkle root over its items' leaf hashes, and each item, stored
+//! with the head and its inclusion proof, still verifies alone. An envelope is signed
+//! when it is sent ([`EnvelopeBatch::sign`]), not when it is accepted: it waits in its
+//! sender's outbox unsigned.
 
 use std::fmt;
 
@@ -31,6 +37,7 @@ pub const ENCODED_BYTES_MAX: usize = BODY_BYTES_MAX * 2 + 64 * 1024;
 const ENVELOPE_TAG: &[u8] = b"liaison-envelope-v1\n";
 const RECEIPT_TAG: &[u8] = b"liaison-receipt-v1\n";
 const RECEIPT_BATCH_TAG: &[u8] = b"liaison-receipt-batch-v1\n";
+const ENVELOPE_BATCH_TAG: &[u8] = b"liaison-envelope-batch-v1\n";
 
 /// 128 random bits as 32 lowercase hex digits; the caller supplies the randomness.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -129,8 +136,20 @@ pub struct Header {
 pub struct Envelope {
     pub header: Header,
     pub body: String,
-    /// Base64 Ed25519 signature of the sending party over the header's signing bytes.
+    /// Base64 Ed25519 signature of the sending party over the head of the batch the
+    /// envelope travelled in; empty while it waits in its sender's outbox.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub signature: String,
+    /// That batch's head and this envelope's place in it; absent until sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<EnvelopeProof>,
+}
+
+/// What is signed: a domain tag, then the canonical JSON of the signed part.
+fn tagged<T: Serialize>(tag: &[u8], value: &T) -> Vec<u8> {
+    let mut out = tag.to_vec();
+    out.extend(canonical_json(value));
+    out
 }
 
 pub fn body_hash(body: &str) -> String {
@@ -139,58 +158,64 @@ pub fn body_hash(body: &str) -> String {
 
 impl Header {
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut out = ENVELOPE_TAG.to_vec();
-        out.extend(canonical_json(self));
-        out
+        tagged(ENVELOPE_TAG, self)
+    }
+
+    /// [`Envelope::digest`] and the envelope's leaf hash in a batch, from one
+    /// canonical form of the header.
+    pub fn digest_and_leaf(&self) -> (String, Hash) {
+        let bytes = self.signing_bytes();
+        (hex::encode(Sha256::digest(&bytes)), leaf_hash(&bytes))
     }
 }
 
 impl Envelope {
-    /// Signs a header (its `body_sha256` is set here) and body as the key's party.
-    pub fn seal(mut header: Header, body: String, key: &PartyKey) -> Result<Self, EnvelopeError> {
+    /// An envelope ready to wait in its sender's outbox: the body's hash is set in
+    /// the header; it is signed when sent, in a batch ([`EnvelopeBatch::sign`]).
+    pub fn unsigned(mut header: Header, body: String) -> Result<Self, EnvelopeError> {
         if body.len() > BODY_BYTES_MAX {
             return Err(EnvelopeError::BodyTooLarge(body.len()));
         }
         header.body_sha256 = body_hash(&body);
-        let signature = key.sign_b64(&header.signing_bytes());
         Ok(Self {
             header,
             body,
-            signature,
+            signature: String::new(),
+            batch: None,
         })
     }
 
-    /// Checks the body hash and the sender's signature.
+    /// Checks, for an envelope kept alone after it arrived, the body hash, that it
+    /// is in its batch, and the sender's signature over the batch's head.
     pub fn verify(&self, sender: &PublicKey) -> Result<(), EnvelopeError> {
         if body_hash(&self.body) != self.header.body_sha256 {
             return Err(EnvelopeError::BodyHash);
         }
+        let Some(proof) = &self.batch else {
+            return Err(EnvelopeError::Malformed(
+                "envelope carries no signed batch".to_owned(),
+            ));
+        };
+        if proof.head.sender.as_str() != self.header.from.party_str() {
+            return Err(EnvelopeError::Malformed(
+                "envelope and its batch name different senders".to_owned(),
+            ));
+        }
+        let (_, leaf) = self.header.digest_and_leaf();
+        in_batch(
+            "envelope",
+            &leaf,
+            proof.index,
+            proof.head.size,
+            &proof.path,
+            &proof.head.root,
+        )?;
         sender
-            .verify_b64(&self.header.signing_bytes(), &self.signature)
+            .verify_b64(&proof.head.signing_bytes(), &self.signature)
             .map_err(|source| EnvelopeError::Signature {
-                party: self.header.from.party_str().to_owned(),
+                party: proof.head.sender.to_string(),
                 source,
             })
-    }
-
-    /// Checks the body hash and the signature against any of `keys` (a party may list
-    /// several), and returns [`Envelope::digest`]: the signing bytes are built once.
-    pub fn verify_any(&self, keys: &[PublicKey]) -> Result<String, EnvelopeError> {
-        if body_hash(&self.body) != self.header.body_sha256 {
-            return Err(EnvelopeError::BodyHash);
-        }
-        let bytes = self.header.signing_bytes();
-        let mut last = KeyError::BadSignature;
-        for key in keys {
-            match key.verify_b64(&bytes, &self.signature) {
-                Ok(()) => return Ok(digest_of(&bytes, &self.signature)),
-                Err(e) => last = e,
-            }
-        }
-        Err(EnvelopeError::Signature {
-            party: self.header.from.party_str().to_owned(),
-            source: last,
-        })
     }
 
     /// Parses another party's bytes; size-limited, never panics.
@@ -200,14 +225,6 @@ impl Envelope {
         }
         let env: Self =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        env.checked()
-    }
-
-    /// Like [`Envelope::from_json`], for one element of an already parsed batch (whose
-    /// request size the caller bounded), so it is not parsed twice.
-    pub fn from_value(value: serde_json::Value) -> Result<Self, EnvelopeError> {
-        let env: Self =
-            serde_json::from_value(value).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         env.checked()
     }
 
@@ -222,17 +239,178 @@ impl Envelope {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Hex SHA-256 of the signed header and signature: what a receipt refers to.
+    /// Hex SHA-256 of the header's signing bytes: what a receipt refers to. The header
+    /// binds the body by its hash; the signature is left out, since each batch an
+    /// envelope is sent in signs it anew.
     pub fn digest(&self) -> String {
-        digest_of(&self.header.signing_bytes(), &self.signature)
+        self.header.digest_and_leaf().0
     }
 }
 
-fn digest_of(signing_bytes: &[u8], signature: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(signing_bytes);
-    h.update(signature.as_bytes());
-    hex::encode(h.finalize())
+/// What a sender signs once for a whole batch of envelopes: how many there are and
+/// the RFC 9162 Merkle root over the leaf hashes of each header's signing bytes, in
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeBatchHead {
+    pub sender: PartyId,
+    pub at: Timestamp,
+    pub size: u64,
+    /// Hex Merkle root of the envelopes' headers.
+    pub root: String,
+}
+
+impl EnvelopeBatchHead {
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        tagged(ENVELOPE_BATCH_TAG, self)
+    }
+}
+
+/// Shows that one envelope is in a signed batch, so it verifies on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeProof {
+    pub head: EnvelopeBatchHead,
+    pub index: u64,
+    /// Hex sibling hashes from the leaf up (RFC 9162 inclusion proof).
+    pub path: Vec<String>,
+}
+
+/// Envelopes as they cross: one head, one signature, the envelopes in the head's order
+/// (without their own signature or proof, which the receiver attaches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvelopeBatch {
+    pub head: EnvelopeBatchHead,
+    /// Base64 Ed25519 signature of the sender over the head's signing bytes.
+    pub signature: String,
+    pub envelopes: Vec<Envelope>,
+}
+
+/// One envelope of an arrived batch after [`EnvelopeBatch::verify_split`]: signed and
+/// with its proof attached, or why it is not to be trusted.
+pub type Verified = (Envelope, Result<String, EnvelopeError>);
+
+impl EnvelopeBatch {
+    /// Signs the envelopes' leaf hashes (from [`Header::digest_and_leaf`], in the order
+    /// the envelopes travel) as one batch.
+    pub fn sign_head(
+        leaves: &[Hash],
+        at: Timestamp,
+        key: &PartyKey,
+    ) -> (EnvelopeBatchHead, String) {
+        let head = EnvelopeBatchHead {
+            sender: key.party.clone(),
+            at,
+            size: leaves.len() as u64,
+            root: hex::encode(root_from_leaves(leaves)),
+        };
+        let signature = key.sign_b64(&head.signing_bytes());
+        (head, signature)
+    }
+
+    /// Signs unsigned envelopes as one batch.
+    pub fn sign(envelopes: Vec<Envelope>, at: Timestamp, key: &PartyKey) -> Self {
+        let leaves: Vec<Hash> = envelopes
+            .iter()
+            .map(|e| e.header.digest_and_leaf().1)
+            .collect();
+        let (head, signature) = Self::sign_head(&leaves, at, key);
+        Self {
+            head,
+            signature,
+            envelopes,
+        }
+    }
+
+    /// Parses another party's bytes; never panics. The caller bounds the size.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let batch: Self =
+            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        for env in &batch.envelopes {
+            if env.body.len() > BODY_BYTES_MAX {
+                return Err(EnvelopeError::BodyTooLarge(env.body.len()));
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Checks the one signature against any of `keys` and that the head covers exactly
+    /// these headers, all from the signer's party; then checks each body against its
+    /// header. Returns every envelope, in order, with its digest, or with why it is
+    /// not trusted: all of them when the batch as a whole does not verify, one alone
+    /// when only its body was altered. A trusted envelope comes back signed, with its
+    /// proof, so it verifies alone ([`Envelope::verify`]).
+    pub fn verify_split(self, keys: &[PublicKey]) -> Vec<Verified> {
+        let sender = self.head.sender.to_string();
+        let digests: Vec<(String, Hash)> = self
+            .envelopes
+            .iter()
+            .map(|e| e.header.digest_and_leaf())
+            .collect();
+        let leaves: Vec<Hash> = digests.iter().map(|(_, leaf)| *leaf).collect();
+        let (root, paths) = root_and_inclusion_proofs(&leaves);
+        let whole = self.check_head(&root, keys);
+        let Self {
+            head,
+            signature,
+            envelopes,
+        } = self;
+        envelopes
+            .into_iter()
+            .zip(digests)
+            .zip(paths)
+            .enumerate()
+            .map(|(index, ((mut env, (digest, _)), path))| {
+                if let Err(e) = &whole {
+                    return (env, Err(e.clone()));
+                }
+                if env.header.from.party_str() != sender {
+                    let why = format!(
+                        "envelope from `{}` in a batch signed by `{sender}`",
+                        env.header.from
+                    );
+                    return (env, Err(EnvelopeError::Malformed(why)));
+                }
+                if body_hash(&env.body) != env.header.body_sha256 {
+                    return (env, Err(EnvelopeError::BodyHash));
+                }
+                env.signature = signature.clone();
+                env.batch = Some(EnvelopeProof {
+                    head: head.clone(),
+                    index: index as u64,
+                    path: path.iter().map(hex::encode).collect(),
+                });
+                (env, Ok(digest))
+            })
+            .collect()
+    }
+
+    fn check_head(&self, root: &Hash, keys: &[PublicKey]) -> Result<(), EnvelopeError> {
+        let bad = |why: &str| Err(EnvelopeError::Malformed(why.to_owned()));
+        if self.head.size != self.envelopes.len() as u64 {
+            return bad("envelope batch head counts another number of envelopes");
+        }
+        if parse_hash(&self.head.root)? != *root {
+            return bad("envelope batch head does not cover these envelopes");
+        }
+        let signed = self.head.signing_bytes();
+        let mut last = KeyError::BadSignature;
+        for key in keys {
+            match key.verify_b64(&signed, &self.signature) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(EnvelopeError::Signature {
+            party: self.head.sender.to_string(),
+            source: last,
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,9 +491,7 @@ pub struct BatchHead {
 
 impl BatchHead {
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut out = RECEIPT_BATCH_TAG.to_vec();
-        out.extend(canonical_json(self));
-        out
+        tagged(RECEIPT_BATCH_TAG, self)
     }
 }
 
@@ -345,9 +521,7 @@ pub struct ReceiptBatch {
 
 impl ReceiptBody {
     pub fn signing_bytes(&self) -> Vec<u8> {
-        let mut out = RECEIPT_TAG.to_vec();
-        out.extend(canonical_json(self));
-        out
+        tagged(RECEIPT_TAG, self)
     }
 }
 
@@ -379,21 +553,14 @@ impl Receipt {
                         "receipt and its batch name different receivers".to_owned(),
                     ));
                 }
-                let path = proof
-                    .path
-                    .iter()
-                    .map(|h| parse_hash(h))
-                    .collect::<Result<Vec<Hash>, _>>()?;
-                verify_inclusion(
+                in_batch(
+                    "receipt",
                     &leaf_hash(&self.body.signing_bytes()),
                     proof.index,
                     proof.head.size,
-                    &path,
-                    &parse_hash(&proof.head.root)?,
-                )
-                .map_err(|e| {
-                    EnvelopeError::Malformed(format!("receipt is not in its batch: {e}"))
-                })?;
+                    &proof.path,
+                    &proof.head.root,
+                )?;
                 proof.head.signing_bytes()
             }
         };
@@ -415,6 +582,24 @@ impl Receipt {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// Checks that `leaf` sits at `index` of a signed batch of `size` with hex `root`,
+/// by its hex inclusion `path`.
+fn in_batch(
+    what: &str,
+    leaf: &Hash,
+    index: u64,
+    size: u64,
+    path: &[String],
+    root: &str,
+) -> Result<(), EnvelopeError> {
+    let path = path
+        .iter()
+        .map(|h| parse_hash(h))
+        .collect::<Result<Vec<Hash>, _>>()?;
+    verify_inclusion(leaf, index, size, &path, &parse_hash(root)?)
+        .map_err(|e| EnvelopeError::Malformed(format!("{what} is not in its batch: {e}")))
 }
 
 fn parse_hash(text: &str) -> Result<Hash, EnvelopeError> {
@@ -569,10 +754,21 @@ mod tests {
         }
     }
 
+    /// An envelope as the receiver keeps it: sent in a batch of one, checked, split.
+    fn sealed(h: Header, body: &str, key: &PartyKey) -> Envelope {
+        let env = Envelope::unsigned(h, body.to_owned()).unwrap();
+        let at = "2019-11-22T12:00:00Z".parse().unwrap();
+        let (env, digest) = EnvelopeBatch::sign(vec![env], at, key)
+            .verify_split(&[key.public()])
+            .remove(0);
+        assert_eq!(digest, Ok(env.digest()));
+        env
+    }
+
     #[test]
     fn sealed_envelopes_verify_and_tampering_fails() {
         let usa = key("USA", 1);
-        let env = Envelope::seal(header(), "report".into(), &usa).unwrap();
+        let env = sealed(header(), "report", &usa);
         env.verify(&usa.public()).unwrap();
         let back = Envelope::from_json(env.to_json().as_bytes()).unwrap();
         assert_eq!(back, env);
@@ -583,9 +779,10 @@ mod tests {
         assert_eq!(t.verify(&usa.public()), Err(EnvelopeError::BodyHash));
         let mut t = env.clone();
         t.header.label = "USA:CONFIDENTIAL".parse().unwrap();
+        // The altered header is no longer the leaf its batch signed.
         assert!(matches!(
             t.verify(&usa.public()),
-            Err(EnvelopeError::Signature { .. })
+            Err(EnvelopeError::Malformed(m)) if m.contains("not in its batch")
         ));
         let mut t = env.clone();
         t.header.to = DeskId::new("JPN.intel").unwrap();
@@ -597,7 +794,7 @@ mod tests {
     fn receipts_bind_the_envelope() {
         let usa = key("USA", 1);
         let rok = key("ROK", 3);
-        let env = Envelope::seal(header(), "report".into(), &usa).unwrap();
+        let env = sealed(header(), "report", &usa);
         let r = Receipt::sign(
             ReceiptBody {
                 envelope_id: env.header.id.clone(),
@@ -614,15 +811,14 @@ mod tests {
         );
         r.verify(&rok.public(), &env).unwrap();
         assert!(r.verify(&usa.public(), &env).is_err());
-        let other = Envelope::seal(
+        let other = sealed(
             Header {
                 id: EnvelopeId::from_random([8; 16]),
                 ..header()
             },
-            "x".into(),
+            "x",
             &usa,
-        )
-        .unwrap();
+        );
         assert!(r.verify(&rok.public(), &other).is_err());
         let back = Receipt::from_json(r.to_json().as_bytes()).unwrap();
         assert_eq!(back, r);
@@ -646,15 +842,14 @@ mod tests {
         let usa = key("USA", 1);
         (0..n)
             .map(|i| {
-                Envelope::seal(
+                sealed(
                     Header {
                         id: EnvelopeId::from_random([i; 16]),
                         ..header()
                     },
-                    format!("report {i}"),
+                    &format!("report {i}"),
                     &usa,
                 )
-                .unwrap()
             })
             .collect()
     }
@@ -763,22 +958,131 @@ mod tests {
         assert!(r.verify(&rok.public(), &envs[3]).is_err());
     }
 
+    fn unsigned(n: u8) -> Vec<Envelope> {
+        (0..n)
+            .map(|i| {
+                Envelope::unsigned(
+                    Header {
+                        id: EnvelopeId::from_random([i; 16]),
+                        ..header()
+                    },
+                    format!("report {i}"),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn sent(n: u8, usa: &PartyKey) -> EnvelopeBatch {
+        let at = "2019-11-22T12:00:00Z".parse().unwrap();
+        EnvelopeBatch::sign(unsigned(n), at, usa)
+    }
+
     #[test]
-    fn verify_any_returns_the_digest() {
+    fn an_envelope_batch_splits_into_envelopes_that_each_verify_alone() {
         let usa = key("USA", 1);
-        let env = envelopes(1).remove(0);
-        assert_eq!(
-            env.verify_any(&[key("USA", 2).public(), usa.public()]),
-            Ok(env.digest())
-        );
-        assert!(env.verify_any(&[key("USA", 2).public()]).is_err());
-        assert!(env.verify_any(&[]).is_err());
+        for n in [1u8, 2, 5, 32] {
+            let wire = sent(n, &usa);
+            let text = wire.to_json();
+            // The envelopes cross without a signature or proof of their own.
+            assert_eq!(text.matches("\"signature\"").count(), 1, "{text}");
+            assert!(!text.contains("\"batch\""), "{text}");
+            let back = EnvelopeBatch::from_json(text.as_bytes()).unwrap();
+            assert_eq!(back, wire);
+            let split = back.verify_split(&[key("X", 9).public(), usa.public()]);
+            assert_eq!(split.len(), n as usize);
+            for (i, (env, digest)) in split.iter().enumerate() {
+                assert_eq!(digest.as_deref(), Ok(env.digest().as_str()));
+                assert_eq!(env.digest(), unsigned(n)[i].digest());
+                // Stored and read back alone, without the rest of the batch.
+                let alone = Envelope::from_json(env.to_json().as_bytes()).unwrap();
+                alone.verify(&usa.public()).unwrap();
+                assert!(alone.verify(&key("USA", 2).public()).is_err());
+            }
+            if n > 1 {
+                // A proof names its own place in the batch, not a neighbour's.
+                let mut e = split[0].0.clone();
+                e.batch = split[1].0.batch.clone();
+                assert!(e.verify(&usa.public()).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn a_tampered_envelope_batch_is_refused_whole_and_an_altered_body_alone() {
+        let usa = key("USA", 1);
+        let good = sent(5, &usa);
+        let refused_whole = |b: EnvelopeBatch| {
+            let split = b.verify_split(&[usa.public()]);
+            split.iter().all(|(_, r)| r.is_err()) && !split.is_empty()
+        };
+        let mut t = good.clone();
+        t.envelopes[2].header.label = "USA:CONFIDENTIAL".parse().unwrap();
+        assert!(refused_whole(t));
+        let mut t = good.clone();
+        t.envelopes.swap(0, 1);
+        assert!(refused_whole(t));
+        let mut t = good.clone();
+        t.head.size = 4;
+        t.envelopes.pop();
+        assert!(refused_whole(t));
+        let mut t = good.clone();
+        t.envelopes.pop();
+        assert!(refused_whole(t));
+        let mut t = good.clone();
+        t.head.at = "2019-11-22T12:00:02Z".parse().unwrap();
+        assert!(refused_whole(t));
+        assert!(refused_whole(
+            good.clone().clone_with_keys_of(&key("USA", 2))
+        ));
+
+        // A body altered after signing: its header still matches, so only it is refused.
+        let mut t = good.clone();
+        t.envelopes[3].body.push('!');
+        let split = t.verify_split(&[usa.public()]);
+        for (i, (_, r)) in split.iter().enumerate() {
+            assert_eq!(r.is_err(), i == 3, "{i}: {r:?}");
+        }
+        assert_eq!(split[3].1, Err(EnvelopeError::BodyHash));
+
+        // Signed by USA, but one envelope claims to come from another party.
+        let mut envs = unsigned(3);
+        envs[1].header.from = DeskId::new("JPN.intel").unwrap();
+        let at = "2019-11-22T12:00:00Z".parse().unwrap();
+        let split = EnvelopeBatch::sign(envs, at, &usa).verify_split(&[usa.public()]);
+        assert!(split[0].1.is_ok() && split[1].1.is_err() && split[2].1.is_ok());
+
+        // One envelope taken out of the batch and altered no longer verifies.
+        let split = good.verify_split(&[usa.public()]);
+        let mut e = split[4].0.clone();
+        e.header.precedence = Precedence::Routine;
+        assert!(e.verify(&usa.public()).is_err());
+        let mut e = split[4].0.clone();
+        if let Some(p) = e.batch.as_mut() {
+            p.path[0] = hex::encode([0u8; 32]);
+        }
+        assert!(e.verify(&usa.public()).is_err());
+        let mut e = split[4].0.clone();
+        e.batch = None;
+        assert!(e.verify(&usa.public()).is_err());
+        let mut e = split[4].0.clone();
+        e.signature = sent(5, &key("USA", 2)).signature;
+        assert!(e.verify(&usa.public()).is_err());
+    }
+
+    impl EnvelopeBatch {
+        /// The same envelopes and head, signed by another key.
+        fn clone_with_keys_of(mut self, other: &PartyKey) -> Self {
+            self.signature = other.sign_b64(&self.head.signing_bytes());
+            self
+        }
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bytes in [&b""[..], b"{}", b"null", b"\xff\xfe", b"{\"header\":1}"] {
             assert!(Envelope::from_json(bytes).is_err());
+            assert!(EnvelopeBatch::from_json(bytes).is_err());
             assert!(Receipt::from_json(bytes).is_err());
             assert!(ReceiptBatch::from_json(bytes).is_err());
         }

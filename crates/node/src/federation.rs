@@ -16,8 +16,8 @@ use liaison_core::audit::AuditEvent;
 use liaison_core::canonical::canonical_json;
 use liaison_core::delivery::{Arrival, on_arrival};
 use liaison_core::envelope::{
-    ENCODED_BYTES_MAX, Envelope, EnvelopeId, Receipt, ReceiptBatch, ReceiptBody, ReceiptKind,
-    SignedTreeHead,
+    ENCODED_BYTES_MAX, Envelope, EnvelopeBatch, EnvelopeId, Receipt, ReceiptBatch, ReceiptBody,
+    ReceiptKind, SignedTreeHead,
 };
 use liaison_core::ids::PartyId;
 use liaison_core::label::Label;
@@ -31,17 +31,6 @@ use crate::node::Node;
 
 /// Envelopes accepted in one request.
 pub const FEDERATION_BATCH_MAX: usize = 1024;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct EnvelopeBatch {
-    pub envelopes: Vec<serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawEnvelopeBatch<'a> {
-    #[serde(borrow)]
-    envelopes: Vec<&'a serde_json::value::RawValue>,
-}
 
 /// Where a sender asks about envelopes it sent but can no longer send.
 pub const SETTLE_PATH: &str = "/federation/v1/settle";
@@ -160,15 +149,22 @@ async fn settling_only_settles(
 
 /// Parses, verifies and decides an arrived batch (pure CPU, no IO).
 fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Checked, Problem> {
-    // Each envelope is kept as the peer's own text: parsed once into its type, stored
-    // as received, and one malformed element is refused alone.
-    let batch: RawEnvelopeBatch = serde_json::from_slice(body).map_err(|e| {
+    let batch = EnvelopeBatch::from_json(body).map_err(|e| {
         Problem(
             StatusCode::BAD_REQUEST,
             format!("not an envelope batch: {e}"),
         )
     })?;
     within_batch_max(batch.envelopes.len())?;
+    if batch.head.sender.as_str() != peer {
+        return Err(Problem(
+            StatusCode::FORBIDDEN,
+            format!(
+                "envelope batch signed as `{}` on `{peer}`'s link",
+                batch.head.sender
+            ),
+        ));
+    }
     let peer_id = PartyId::new(peer).map_err(|e| Problem(StatusCode::FORBIDDEN, e.to_string()))?;
     let keys = node.party_keys(peer);
     let set = node.agreements();
@@ -178,20 +174,10 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
     let mut rows = Vec::new();
     let mut audit = Vec::new();
     let mut outcomes: Vec<(EnvelopeId, String, Outcome)> = Vec::new();
-    for raw in batch.envelopes {
-        let env = match Envelope::from_json(raw.get().as_bytes()) {
-            Ok(e) => e,
-            Err(e) => {
-                inc(&node.metrics.tampered);
-                audit.push(node.audit(AuditEvent::TamperedEnvelope {
-                    peer: peer.to_owned(),
-                    detail: e.to_string(),
-                }));
-                tracing::warn!(%peer, "malformed envelope refused: {e}");
-                continue;
-            }
-        };
-        let digest = match env.verify_any(&keys) {
+    // One signature for the batch; each envelope comes back with its proof attached,
+    // so the stored copy verifies alone.
+    for (env, checked) in batch.verify_split(&keys) {
+        let digest = match checked {
             Ok(d) => d,
             Err(e) => {
                 let why = if keys.is_empty() {
@@ -215,6 +201,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
         };
         match on_arrival(&set, &node.party, &peer_id, &env, &consents, now) {
             Arrival::Accept { receiver_label, .. } => {
+                let envelope_json = env.to_json();
                 let Envelope {
                     header: h, body, ..
                 } = env;
@@ -233,7 +220,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
                     sender_party: peer.to_owned(),
                     precedence: h.precedence.rank(),
                     received_ms: now_ms,
-                    envelope_json: raw.get().to_owned(),
+                    envelope_json,
                     receiver_label: receiver_label.to_string(),
                     body,
                     acked_ms: None,

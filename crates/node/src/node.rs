@@ -543,8 +543,6 @@ impl<S: Store> Node<S> {
         Vec::new()
     }
 
-    /// Accepts a message for sending: decides, seals, commits to the outbox (durable,
-    /// group-committed), and only then answers.
     /// Checks a request and runs the release decision, without storing anything: what
     /// compose shows before the officer presses send, and the first half of `send`.
     pub fn prepare(&self, req: &SendRequest) -> Result<Prepared, SendError> {
@@ -630,6 +628,8 @@ impl<S: Store> Node<S> {
         })
     }
 
+    /// Accepts a message for sending: decides, commits the envelope to the outbox
+    /// (durable, group-committed), and only then answers.
     pub async fn send(&self, req: SendRequest) -> Result<Accepted, SendError> {
         let bad = |field: &'static str, message: String| SendError::BadRequest { field, message };
         let Prepared {
@@ -679,8 +679,8 @@ impl<S: Store> Node<S> {
             reply_to,
             body_sha256: String::new(),
         };
-        let env =
-            Envelope::seal(header, req.body, &self.key).map_err(|e| bad("body", e.to_string()))?;
+        // Signed when sent, once per batch (workers.rs): not on the accept's path.
+        let env = Envelope::unsigned(header, req.body).map_err(|e| bad("body", e.to_string()))?;
         let id = env.header.id.to_string();
         let row = OutboxRow::new_queued(
             id.clone(),

@@ -11,8 +11,11 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use liaison_core::audit::AuditEvent;
 use liaison_core::delivery::still_releasable;
-use liaison_core::envelope::{Envelope, Receipt, ReceiptBatch, ReceiptKind, SignedTreeHead};
+use liaison_core::envelope::{
+    Envelope, EnvelopeBatch, Receipt, ReceiptBatch, ReceiptKind, SignedTreeHead,
+};
 use liaison_core::hotline::flash_overdue;
+use liaison_core::merkle::Hash;
 use liaison_core::precedence::Precedence;
 use liaison_store::{OutboxRow, Store};
 use tokio::sync::watch;
@@ -197,8 +200,13 @@ pub async fn deliver<S: Store>(
             };
             let d = still_releasable(&set, &env.header, &consents, now);
             if d.allowed() || node.may_have_been_sent(row.seq) {
-                let digest = env.digest();
-                let on_way = Sending { row, env, digest };
+                let (digest, leaf) = env.header.digest_and_leaf();
+                let on_way = Sending {
+                    row,
+                    env,
+                    digest,
+                    leaf,
+                };
                 if d.allowed() {
                     sending.push(on_way);
                 } else {
@@ -271,13 +279,15 @@ fn spawn_errand<S: Store>(
     });
 }
 
-/// An outbox row on its way, with its parsed envelope and that envelope's digest
-/// (what the receipt must name), computed once.
+/// An outbox row on its way, with its parsed envelope, that envelope's digest (what
+/// the receipt must name) and its leaf hash in the batch it is signed in, computed
+/// once.
 #[derive(Debug)]
 struct Sending {
     row: OutboxRow,
     env: Envelope,
     digest: String,
+    leaf: Hash,
 }
 
 /// Returns the peer's signed tree head from a verified receipt batch, to be observed.
@@ -295,8 +305,19 @@ async fn send_batch<S: Store>(
         .await;
         return None;
     }
+    // One signature for the batch. The envelopes travel as stored (unsigned), so
+    // the wire form is written around their text rather than re-encoded.
+    let leaves: Vec<Hash> = sending.iter().map(|s| s.leaf).collect();
+    let (head, signature) = EnvelopeBatch::sign_head(&leaves, node.now(), &node.key);
+    let head = match serde_json::to_string(&head) {
+        Ok(h) => h,
+        Err(e) => {
+            retry_all(node, &sending, &format!("cannot encode a batch head: {e}")).await;
+            return None;
+        }
+    };
     let body = format!(
-        "{{\"envelopes\":[{}]}}",
+        "{{\"head\":{head},\"signature\":\"{signature}\",\"envelopes\":[{}]}}",
         sending
             .iter()
             .map(|s| s.row.envelope_json.as_str())

@@ -301,15 +301,16 @@ async fn unpinned_keys_and_tampered_envelopes_are_refused_and_logged() {
         },
         std::sync::Arc::new(liaison_link::LinkStats::new()),
     );
-    let mut env = c.sealed_envelope(
+    let env = c.envelope(
         &rok,
         "ROK.intel",
         "USA.intel",
         "ROK:III급 비밀",
         "the original",
     );
-    env.body = "something else".to_owned();
-    let batch = format!("{{\"envelopes\":[{}]}}", env.to_json());
+    let mut signed = c.signed_batch(&rok, &[&env]);
+    signed.envelopes[0].body = "something else".to_owned();
+    let batch = signed.to_json();
     let (status, body) = client
         .post(
             "USA",
@@ -409,11 +410,11 @@ async fn a_sender_settles_envelopes_it_can_no_longer_send() {
             .unwrap()
     };
     let (from, to, label) = ("ROK.intel", "JPN.intel", "ROK:II급 비밀");
-    let held = c.sealed_envelope_numbered(1, &rok, from, to, label, "arrived");
-    let lost = c.sealed_envelope_numbered(2, &rok, from, to, label, "never left");
+    let held = c.envelope_numbered(1, &rok, from, to, label, "arrived");
+    let lost = c.envelope_numbered(2, &rok, from, to, label, "never left");
     let (status, _) = post(
         "/federation/v1/envelopes",
-        format!("{{\"envelopes\":[{}]}}", held.to_json()),
+        c.signed_batch(&rok, &[&held]).to_json(),
     )
     .await;
     assert_eq!(status, 200);
@@ -438,7 +439,7 @@ async fn a_sender_settles_envelopes_it_can_no_longer_send() {
     // A copy of the lost one still in flight never lands.
     let (status, body) = post(
         "/federation/v1/envelopes",
-        format!("{{\"envelopes\":[{}]}}", lost.to_json()),
+        c.signed_batch(&rok, &[&lost]).to_json(),
     )
     .await;
     assert_eq!(status, 200);
@@ -449,10 +450,10 @@ async fn a_sender_settles_envelopes_it_can_no_longer_send() {
     // Past midnight ROK no longer takes part: nothing new crosses, questions still do.
     c.clock.set("2019-11-23T00:00:05+09:00".parse().unwrap());
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let late = c.sealed_envelope_numbered(3, &rok, from, to, label, "too late");
+    let late = c.envelope_numbered(3, &rok, from, to, label, "too late");
     let (status, body) = post(
         "/federation/v1/envelopes",
-        format!("{{\"envelopes\":[{}]}}", late.to_json()),
+        c.signed_batch(&rok, &[&late]).to_json(),
     )
     .await;
     assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));

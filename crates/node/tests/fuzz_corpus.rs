@@ -81,6 +81,8 @@ fn write_seeds() {
     let key = targets::fuzz_key();
     let env = targets::sample_envelope().unwrap();
     write("envelope", "sealed.json", env.to_json().as_bytes());
+    let batch = targets::sample_batch().unwrap();
+    write("envelope", "batch.json", batch.to_json().as_bytes());
 
     let leaves: Vec<_> = (0u8..7).map(|i| leaf_hash(&[i])).collect();
     let head = TreeHead {
@@ -172,11 +174,7 @@ fn write_seeds() {
         "ack",
         &api(1, r#"{"by":"duty officer"}"#.to_owned()),
     );
-    write(
-        "api_bodies",
-        "envelopes",
-        &api(2, format!(r#"{{"envelopes":[{}]}}"#, env.to_json())),
-    );
+    write("api_bodies", "envelopes", &api(2, batch.to_json()));
     write(
         "api_bodies",
         "receipts",

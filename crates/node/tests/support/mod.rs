@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use liaison_core::envelope::{Envelope, EnvelopeId, Header};
+use liaison_core::envelope::{Envelope, EnvelopeBatch, EnvelopeId, Header};
 use liaison_core::ids::{DeskId, PartyId};
 use liaison_core::precedence::Precedence;
 use liaison_core::signed_document::sign_as_parties;
@@ -318,7 +318,9 @@ impl Cluster {
         }
     }
 
-    pub fn sealed_envelope(
+    /// An envelope as a sender's outbox holds it: signed only when sent
+    /// ([`Cluster::signed_batch`]).
+    pub fn envelope(
         &self,
         key: &PartyKey,
         from: &str,
@@ -326,11 +328,11 @@ impl Cluster {
         label: &str,
         body: &str,
     ) -> Envelope {
-        self.sealed_envelope_numbered(42, key, from, to, label, body)
+        self.envelope_numbered(42, key, from, to, label, body)
     }
 
-    /// [`Cluster::sealed_envelope`] with an id made from `n`.
-    pub fn sealed_envelope_numbered(
+    /// [`Cluster::envelope`] with an id made from `n`.
+    pub fn envelope_numbered(
         &self,
         n: u8,
         key: &PartyKey,
@@ -353,7 +355,16 @@ impl Cluster {
             reply_to: None,
             body_sha256: String::new(),
         };
-        Envelope::seal(header, body.to_owned(), key).unwrap()
+        Envelope::unsigned(header, body.to_owned()).unwrap()
+    }
+
+    /// `envelopes` as they cross: one batch, signed by `key`, in wire form.
+    pub fn signed_batch(&self, key: &PartyKey, envelopes: &[&Envelope]) -> EnvelopeBatch {
+        EnvelopeBatch::sign(
+            envelopes.iter().map(|e| (*e).clone()).collect(),
+            self.clock.now_ts(),
+            key,
+        )
     }
 
     pub async fn audit_kinds(&self, party: &str) -> Vec<String> {
