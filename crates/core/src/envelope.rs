@@ -1070,6 +1070,37 @@ mod tests {
         assert!(e.verify(&usa.public()).is_err());
     }
 
+    proptest::proptest! {
+        // Each case signs and checks a batch of up to 39: 64 cases keep it quick.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whichever envelope of a batch is altered after signing, and however: an
+        /// altered body refuses that envelope alone, an altered header the whole
+        /// batch; whatever is trusted verifies alone once stored and read back.
+        #[test]
+        fn any_alteration_after_signing_is_caught(n in 1u8..40, which in 0usize..40, what in 0u8..4) {
+            let usa = key("USA", 1);
+            let mut b = sent(n, &usa);
+            let i = which % usize::from(n);
+            let env = &mut b.envelopes[i];
+            match what {
+                0 => env.body.push('!'),
+                1 => env.header.precedence = Precedence::Routine,
+                2 => env.header.to = DeskId::new("JPN.intel").unwrap(),
+                _ => env.header.reply_to = Some(EnvelopeId::from_random([0xee; 16])),
+            }
+            let split = b.verify_split(&[usa.public()]);
+            proptest::prop_assert_eq!(split.len(), usize::from(n));
+            for (j, (env, checked)) in split.iter().enumerate() {
+                let refused = if what == 0 { j == i } else { true };
+                proptest::prop_assert_eq!(checked.is_err(), refused, "{} of {}", j, n);
+                if checked.is_ok() {
+                    let kept = Envelope::from_json(env.to_json().as_bytes()).unwrap();
+                    proptest::prop_assert!(kept.verify(&usa.public()).is_ok());
+                }
+            }
+        }
+    }
+
     impl EnvelopeBatch {
         /// The same envelopes and head, signed by another key.
         fn clone_with_keys_of(mut self, other: &PartyKey) -> Self {
