@@ -10,6 +10,7 @@
 
 mod support;
 
+use liaison_store::Store;
 use std::time::Duration;
 
 use support::*;
@@ -68,6 +69,21 @@ async fn three_nodes_exchange_both_ways_in_receivers_markings() {
     assert_eq!(rok.len(), 1);
     assert_eq!(rok[0]["id"], a);
     assert_eq!(rok[0]["label"], "ROK:II급 비밀");
+    // What ROK keeps is USA's signed envelope, checkable alone: with its body put
+    // back (kept once, in a column of its own) it verifies against USA's key.
+    let row = c
+        .running("ROK")
+        .node
+        .store
+        .inbox_get(a.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut kept =
+        liaison_core::envelope::Envelope::from_json(row.envelope_json.as_bytes()).unwrap();
+    assert!(kept.body.is_empty(), "the body is stored once");
+    kept.body = row.body.clone();
+    kept.verify(&c.party_key("USA").public()).unwrap();
     let usa = c.inbox("USA", "USA.intel").await;
     let labels: Vec<(&str, &str)> = usa
         .iter()

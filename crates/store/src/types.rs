@@ -135,6 +135,10 @@ pub struct InboxRow {
     /// 3 = FLASH .. 0 = ROUTINE.
     pub precedence: u8,
     pub received_ms: i64,
+    /// The envelope as received, its signature and batch proof included, but with
+    /// its body left out (rows stored by earlier versions hold it here too):
+    /// the body is [`InboxRow::body`], kept once. Put back, the envelope verifies
+    /// alone against the sender's key.
     pub envelope_json: String,
     /// The release label as shown to the receiver.
     pub receiver_label: String,
