@@ -189,7 +189,10 @@ fn take_of(limit: u32) -> usize {
     usize::try_from(limit.max(1)).unwrap_or(usize::MAX)
 }
 
-fn check_outbox_row(op: &'static str, r: &OutboxRow) -> StoreResult<()> {
+/// The rules an outbox row must meet before it is written, in the order SQLite's
+/// constraints report them; the SQLite store checks them here too, since one of them
+/// (a delivered row's receipt) is kept in another table.
+pub(crate) fn check_outbox_row(op: &'static str, r: &OutboxRow) -> StoreResult<()> {
     let broken = if r.envelope_id.is_empty() {
         Some("outbox_envelope_id_nonempty")
     } else if r.peer.is_empty() {

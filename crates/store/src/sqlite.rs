@@ -35,6 +35,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::batch::{Batch, BatchError, is_audit_index_conflict, is_stored_level};
 use crate::error::classify;
+use crate::memory::check_outbox_row;
 use crate::types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
     OutboxCommitted, OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
@@ -58,9 +59,17 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// several times a second).
 const WAL_AUTOCHECKPOINT_PAGES: &str = "16384";
 
-const OUTBOX_COLS: &str = "seq, envelope_id, peer, from_desk, to_desk, precedence, created_ms, \
-    envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, bounce_reason, \
-    delivered_ms, bounced_ms, acked_receipt_json, acked_ms";
+/// An outbox row's columns, its receipt (kept in `outbox_receipt`, see migration 0006)
+/// among them; for queries `FROM outbox`.
+macro_rules! outbox_cols {
+    () => {
+        "seq, envelope_id, peer, from_desk, to_desk, precedence, created_ms, envelope_json, \
+         state, attempts, next_attempt_ms, last_error, \
+         (SELECT r.receipt_json FROM outbox_receipt AS r WHERE r.seq = outbox.seq) AS receipt_json, \
+         bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms"
+    };
+}
+const OUTBOX_COLS: &str = outbox_cols!();
 
 const INBOX_COLS: &str = "seq, envelope_id, from_desk, to_desk, sender_party, precedence, \
     received_ms, envelope_json, receiver_label, body, acked_ms, acked_by, ack_receipt_json, \
@@ -68,8 +77,8 @@ const INBOX_COLS: &str = "seq, envelope_id, from_desk, to_desk, sender_party, pr
 
 const OUTBOX_INSERT_HEAD: &str = "INSERT INTO outbox (envelope_id, peer, from_desk, to_desk, \
     precedence, created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, \
-    receipt_json, bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms) VALUES ";
-const OUTBOX_INSERT_COLS: usize = 17;
+    bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms) VALUES ";
+const OUTBOX_INSERT_COLS: usize = 16;
 
 const INBOX_INSERT_HEAD: &str = "INSERT INTO inbox (envelope_id, from_desk, to_desk, \
     sender_party, precedence, received_ms, envelope_json, receiver_label, body, acked_ms, \
@@ -93,33 +102,36 @@ fn fresh_flags<'a>(ids: impl Iterator<Item = &'a str>, mut inserted: HashSet<Str
 /// rather than silently fall back to a sort if the index ever stops
 /// matching; the index order equals the ORDER BY, so no sort is needed and
 /// the scan stops after `limit` due rows.
-const OUTBOX_DUE: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, precedence, \
-    created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, \
-    bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms \
-    FROM outbox INDEXED BY outbox_due_idx \
+const OUTBOX_DUE: &str = concat!(
+    "SELECT ",
+    outbox_cols!(),
+    " FROM outbox INDEXED BY outbox_due_idx \
     WHERE peer = ?1 AND state = 'queued' AND next_attempt_ms <= ?2 \
     ORDER BY precedence DESC, created_ms ASC, seq ASC \
-    LIMIT ?3";
+    LIMIT ?3"
+);
 
 /// [`OUTBOX_DUE`] within a precedence range.
-const OUTBOX_DUE_RANGE_EXCLUDING: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, \
-    precedence, created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, \
-    receipt_json, bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms \
-    FROM outbox INDEXED BY outbox_due_idx \
+const OUTBOX_DUE_RANGE_EXCLUDING: &str = concat!(
+    "SELECT ",
+    outbox_cols!(),
+    " FROM outbox INDEXED BY outbox_due_idx \
     WHERE peer = ?1 AND state = 'queued' AND next_attempt_ms <= ?2 \
       AND precedence BETWEEN ?4 AND ?5 \
       AND seq NOT IN (SELECT value FROM json_each(?6)) \
     ORDER BY precedence DESC, created_ms ASC, seq ASC \
-    LIMIT ?3";
+    LIMIT ?3"
+);
 
-const OUTBOX_DUE_RANGE: &str = "SELECT seq, envelope_id, peer, from_desk, to_desk, precedence, \
-    created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, receipt_json, \
-    bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms \
-    FROM outbox INDEXED BY outbox_due_idx \
+const OUTBOX_DUE_RANGE: &str = concat!(
+    "SELECT ",
+    outbox_cols!(),
+    " FROM outbox INDEXED BY outbox_due_idx \
     WHERE peer = ?1 AND state = 'queued' AND next_attempt_ms <= ?2 \
       AND precedence BETWEEN ?4 AND ?5 \
     ORDER BY precedence DESC, created_ms ASC, seq ASC \
-    LIMIT ?3";
+    LIMIT ?3"
+);
 
 /// Distinct peers with queued work, found by skipping from peer to peer in
 /// `outbox_next_due_idx` (one probe per peer rather than a scan of every
@@ -746,7 +758,6 @@ fn bind_outbox(b: &mut Batch, row: &OutboxRow) -> Result<(), BatchError> {
     b.int(i64::from(row.attempts))?;
     b.int(row.next_attempt_ms)?;
     b.opt_text(&row.last_error)?;
-    b.opt_text(&row.receipt_json)?;
     b.opt_text(&row.bounce_reason)?;
     b.opt_int(row.delivered_ms)?;
     b.opt_int(row.bounced_ms)?;
@@ -920,6 +931,19 @@ impl Store for SqliteStore {
             .iter()
             .filter(|(id, _)| seen.insert(id.as_str()))
             .collect();
+        // A CHECK cannot see `outbox_receipt`, so rows are checked here, by the same
+        // rules (and in the same order) as the in-memory model checks them.
+        for r in accepted {
+            check_outbox_row(OP, r)?;
+        }
+        // Rows that arrive delivered bring their receipt (tests and imports do; the
+        // node only ever accepts queued rows).
+        let mut once = HashSet::new();
+        let with_receipt: Vec<(&str, &str)> = accepted
+            .iter()
+            .filter(|r| r.state == OutboxState::Delivered && once.insert(r.envelope_id.as_str()))
+            .filter_map(|r| Some((r.envelope_id.as_str(), r.receipt_json.as_deref()?)))
+            .collect();
         let rows = self
             .write_batch(OP, audit, |b| {
                 b.insert(
@@ -929,21 +953,46 @@ impl Store for SqliteStore {
                     accepted,
                     bind_outbox,
                 )?;
-                // `now_ms` is a number written into the text, not a placeholder: the
-                // placeholders of a statement are bound row by row.
+                // An id that was already held keeps the receipt it had (or none).
                 b.insert(
-                    &format!(
-                        "UPDATE outbox SET state = 'delivered', receipt_json = v.column2, \
-                         delivered_ms = {now_ms} FROM (VALUES "
-                    ),
+                    "INSERT INTO outbox_receipt (seq, receipt_json) \
+                     SELECT outbox.seq, v.column2 FROM (VALUES ",
                     2,
-                    ") AS v WHERE outbox.envelope_id = v.column1 \
-                     AND outbox.state <> 'delivered' RETURNING envelope_id, 1",
+                    ") AS v JOIN outbox ON outbox.envelope_id = v.column1 \
+                     WHERE outbox.state = 'delivered' \
+                     AND NOT EXISTS (SELECT 1 FROM outbox_receipt AS r WHERE r.seq = outbox.seq)",
+                    &with_receipt,
+                    |b, (id, receipt)| {
+                        b.text(id)?;
+                        b.text(receipt)
+                    },
+                )?;
+                // The receipt first, while the row is not yet delivered: the first
+                // receipt for an id wins.
+                b.insert(
+                    "INSERT INTO outbox_receipt (seq, receipt_json) \
+                     SELECT outbox.seq, v.column2 FROM (VALUES ",
+                    2,
+                    ") AS v JOIN outbox ON outbox.envelope_id = v.column1 \
+                     WHERE outbox.state <> 'delivered'",
                     &firsts,
                     |b, (id, receipt)| {
                         b.text(id)?;
                         b.text(receipt)
                     },
+                )?;
+                // `now_ms` is a number written into the text, not a placeholder: the
+                // placeholders of a statement are bound row by row.
+                b.insert(
+                    &format!(
+                        "UPDATE outbox SET state = 'delivered', delivered_ms = {now_ms} \
+                         FROM (VALUES "
+                    ),
+                    1,
+                    ") AS v WHERE outbox.envelope_id = v.column1 \
+                     AND outbox.state <> 'delivered' RETURNING envelope_id, 1",
+                    &firsts,
+                    |b, (id, _)| b.text(id),
                 )
             })
             .await?;
@@ -2307,6 +2356,124 @@ mod tests {
         // Filled once: a later open leaves the table as the appends made it.
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(subtree_rows(&store).await, 2_000 / 16 + 2_000 / 256);
+        store.close().await;
+    }
+
+    /// A store written before migration 0006 kept each receipt in its outbox row; the
+    /// migration moves them to `outbox_receipt` and keeps every row as it was.
+    #[tokio::test]
+    async fn receipts_kept_in_outbox_rows_move_to_their_own_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.db");
+        let old = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate!();
+        let at_0005 = before
+            .migrations
+            .iter()
+            .position(|m| m.version == 6)
+            .unwrap();
+        before.migrations = std::borrow::Cow::Owned(before.migrations[..at_0005].to_vec());
+        before.run(&old).await.unwrap();
+        for (id, state, receipt, delivered) in [
+            ("queued-1", "queued", None, None),
+            (
+                "delivered-1",
+                "delivered",
+                Some("receipt of delivered-1"),
+                Some(20),
+            ),
+            ("queued-2", "queued", None, None),
+            (
+                "delivered-2",
+                "delivered",
+                Some("receipt of delivered-2"),
+                Some(30),
+            ),
+        ] {
+            sqlx::query(
+                "INSERT INTO outbox (envelope_id, peer, from_desk, to_desk, precedence, \
+                 created_ms, envelope_json, state, next_attempt_ms, receipt_json, delivered_ms) \
+                 VALUES (?1, 'ROK', 'USA.intel', 'ROK.intel', 0, 1, '{}', ?2, 5, ?3, ?4)",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(receipt)
+            .bind(delivered)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        old.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let listed = store.outbox_list(None, 10, None).await.unwrap();
+        let seen: Vec<(i64, &str, OutboxState, Option<&str>)> = listed
+            .iter()
+            .map(|r| {
+                (
+                    r.seq,
+                    r.envelope_id.as_str(),
+                    r.state,
+                    r.receipt_json.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    4,
+                    "delivered-2",
+                    OutboxState::Delivered,
+                    Some("receipt of delivered-2")
+                ),
+                (3, "queued-2", OutboxState::Queued, None),
+                (
+                    2,
+                    "delivered-1",
+                    OutboxState::Delivered,
+                    Some("receipt of delivered-1")
+                ),
+                (1, "queued-1", OutboxState::Queued, None),
+            ]
+        );
+        let due: Vec<String> = store
+            .outbox_due("ROK", 10, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.envelope_id)
+            .collect();
+        assert_eq!(due, ["queued-1", "queued-2"]);
+        // Delivery after the migration: the receipt lands in its table, the sequence
+        // goes on where it was.
+        store
+            .outbox_insert(&row("queued-3", "ROK", 0, 2))
+            .await
+            .unwrap();
+        let done = store
+            .outbox_commit(
+                &[],
+                &[("queued-1".into(), "receipt of queued-1".into())],
+                40,
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(done.delivered, [true]);
+        let q1 = store.outbox_get("queued-1").await.unwrap().unwrap();
+        assert_eq!(q1.receipt_json.as_deref(), Some("receipt of queued-1"));
+        assert_eq!(q1.delivered_ms, Some(40));
+        assert_eq!(store.outbox_get("queued-3").await.unwrap().unwrap().seq, 5);
         store.close().await;
     }
 }
