@@ -204,7 +204,8 @@ fn nodes_killed_at_random_moments_lose_and_duplicate_nothing() {
     let t = traffic.lock().unwrap();
     let outbox: Vec<(String, String, String)> = query(
         &pair.dirs[0],
-        "SELECT envelope_id, state, envelope_json FROM outbox",
+        "SELECT o.envelope_id, o.state, e.envelope_json \
+         FROM outbox AS o JOIN outbox_envelope AS e USING (seq)",
     );
     let inbox: Vec<(String,)> = query(&pair.dirs[1], "SELECT envelope_id FROM inbox");
     let outbox_ids: BTreeSet<&str> = outbox.iter().map(|r| r.0.as_str()).collect();

@@ -59,11 +59,13 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// several times a second).
 const WAL_AUTOCHECKPOINT_PAGES: &str = "16384";
 
-/// An outbox row's columns, its receipt (kept in `outbox_receipt`, see migration 0006)
-/// among them; for queries `FROM outbox`.
+/// An outbox row's columns, its envelope and receipt (kept in `outbox_envelope` and
+/// `outbox_receipt`, see migration 0006) among them; for queries `FROM outbox`.
 macro_rules! outbox_cols {
     () => {
-        "seq, envelope_id, peer, from_desk, to_desk, precedence, created_ms, envelope_json, \
+        "seq, envelope_id, peer, from_desk, to_desk, precedence, created_ms, \
+         (SELECT e.envelope_json FROM outbox_envelope AS e WHERE e.seq = outbox.seq) \
+         AS envelope_json, \
          state, attempts, next_attempt_ms, last_error, \
          (SELECT r.receipt_json FROM outbox_receipt AS r WHERE r.seq = outbox.seq) AS receipt_json, \
          bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms"
@@ -76,9 +78,9 @@ const INBOX_COLS: &str = "seq, envelope_id, from_desk, to_desk, sender_party, pr
     escalated_ms";
 
 const OUTBOX_INSERT_HEAD: &str = "INSERT INTO outbox (envelope_id, peer, from_desk, to_desk, \
-    precedence, created_ms, envelope_json, state, attempts, next_attempt_ms, last_error, \
+    precedence, created_ms, state, attempts, next_attempt_ms, last_error, \
     bounce_reason, delivered_ms, bounced_ms, acked_receipt_json, acked_ms) VALUES ";
-const OUTBOX_INSERT_COLS: usize = 16;
+const OUTBOX_INSERT_COLS: usize = 15;
 
 const INBOX_INSERT_HEAD: &str = "INSERT INTO inbox (envelope_id, from_desk, to_desk, \
     sender_party, precedence, received_ms, envelope_json, receiver_label, body, acked_ms, \
@@ -753,7 +755,6 @@ fn bind_outbox(b: &mut Batch, row: &OutboxRow) -> Result<(), BatchError> {
     b.text(&row.to_desk)?;
     b.int(i64::from(row.precedence))?;
     b.int(row.created_ms)?;
-    b.text(&row.envelope_json)?;
     b.text(row.state.as_str())?;
     b.int(i64::from(row.attempts))?;
     b.int(row.next_attempt_ms)?;
@@ -952,6 +953,19 @@ impl Store for SqliteStore {
                     " ON CONFLICT (envelope_id) DO NOTHING RETURNING envelope_id, 0",
                     accepted,
                     bind_outbox,
+                )?;
+                // An id that was already held keeps the envelope it had.
+                b.insert(
+                    "INSERT INTO outbox_envelope (seq, envelope_json) \
+                     SELECT outbox.seq, v.column2 FROM (VALUES ",
+                    2,
+                    ") AS v JOIN outbox ON outbox.envelope_id = v.column1 \
+                     WHERE true ON CONFLICT (seq) DO NOTHING",
+                    accepted,
+                    |b, r| {
+                        b.text(&r.envelope_id)?;
+                        b.text(&r.envelope_json)
+                    },
                 )?;
                 // An id that was already held keeps the receipt it had (or none).
                 b.insert(
@@ -2359,10 +2373,11 @@ mod tests {
         store.close().await;
     }
 
-    /// A store written before migration 0006 kept each receipt in its outbox row; the
-    /// migration moves them to `outbox_receipt` and keeps every row as it was.
+    /// A store written before migration 0006 kept each envelope and receipt in its
+    /// outbox row; the migration moves them to their own tables and keeps every row as
+    /// it was.
     #[tokio::test]
-    async fn receipts_kept_in_outbox_rows_move_to_their_own_table() {
+    async fn envelopes_and_receipts_kept_in_outbox_rows_move_to_their_own_tables() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.db");
         let old = SqlitePoolOptions::new()
@@ -2402,7 +2417,8 @@ mod tests {
             sqlx::query(
                 "INSERT INTO outbox (envelope_id, peer, from_desk, to_desk, precedence, \
                  created_ms, envelope_json, state, next_attempt_ms, receipt_json, delivered_ms) \
-                 VALUES (?1, 'ROK', 'USA.intel', 'ROK.intel', 0, 1, '{}', ?2, 5, ?3, ?4)",
+                 VALUES (?1, 'ROK', 'USA.intel', 'ROK.intel', 0, 1, 'envelope of ' || ?1, ?2, 5, \
+                 ?3, ?4)",
             )
             .bind(id)
             .bind(state)
@@ -2454,6 +2470,9 @@ mod tests {
             .map(|r| r.envelope_id)
             .collect();
         assert_eq!(due, ["queued-1", "queued-2"]);
+        for r in &listed {
+            assert_eq!(r.envelope_json, format!("envelope of {}", r.envelope_id));
+        }
         // Delivery after the migration: the receipt lands in its table, the sequence
         // goes on where it was.
         store
