@@ -937,8 +937,8 @@ impl Store for SqliteStore {
         for r in accepted {
             check_outbox_row(OP, r)?;
         }
-        // Rows that arrive delivered bring their receipt (tests and imports do; the
-        // node only ever accepts queued rows).
+        // Rows that arrive delivered bring their receipt (the store's tests write such
+        // rows; the node only ever accepts queued ones).
         let mut once = HashSet::new();
         let with_receipt: Vec<(&str, &str)> = accepted
             .iter()
