@@ -797,6 +797,12 @@ pub async fn hotlines<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Receive
 /// Raises an escalation for each FLASH message not acknowledged by a person within its
 /// hotline's deadline.
 pub async fn escalations<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Receiver<bool>) {
+    // Each unacknowledged FLASH's (agreement, channel), read from its envelope once:
+    // parsing every waiting envelope on every pass cost a runtime worker milliseconds
+    // per pass once hundreds waited, and FLASH traffic on that worker waited with it.
+    // Holds only ids still unacknowledged (pruned each pass), so it is bounded by the
+    // inbox's unacknowledged FLASH.
+    let mut routes: HashMap<String, Option<(String, String)>> = HashMap::new();
     loop {
         if idle(&mut shutdown, None, IDLE_POLL * 2).await {
             return;
@@ -808,12 +814,19 @@ pub async fn escalations<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Rece
         else {
             continue;
         };
+        let waiting: HashSet<&str> = unacked.iter().map(|r| r.envelope_id.as_str()).collect();
+        routes.retain(|id, _| waiting.contains(id.as_str()));
         let now_ms = node.clock.now_ms();
         for row in unacked.iter().filter(|r| r.escalated_ms.is_none()) {
-            let Ok(env) = Envelope::from_json(row.envelope_json.as_bytes()) else {
-                continue;
-            };
-            let Some(deadline) = node.ack_deadline_ms(&env.header.agreement, &env.header.channel)
+            let route = routes.entry(row.envelope_id.clone()).or_insert_with(|| {
+                Envelope::from_json(row.envelope_json.as_bytes())
+                    .ok()
+                    .map(|env| (env.header.agreement, env.header.channel))
+            });
+            // The deadline is asked each pass: it follows the agreements in force.
+            let Some(deadline) = route
+                .as_ref()
+                .and_then(|(agreement, channel)| node.ack_deadline_ms(agreement, channel))
             else {
                 continue;
             };
