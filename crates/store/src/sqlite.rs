@@ -783,7 +783,27 @@ fn bind_inbox(b: &mut Batch, row: &InboxRow) -> Result<(), BatchError> {
 }
 
 async fn migrate(pool: &SqlitePool, path: &str) -> StoreResult<()> {
-    sqlx::migrate!().run(pool).await.map_err(|e| match e {
+    let migrator = sqlx::migrate!();
+    // A store that already holds data and lacks migrations may take a while (0006
+    // rebuilds the outbox: about a minute for a million messages): say so, rather
+    // than start silently slow. A new store (no migrations table yet) is quick.
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .ok();
+    if let Some(applied) = applied {
+        let known = migrator.migrations.len();
+        if applied > 0 && usize::try_from(applied).is_ok_and(|a| a < known) {
+            tracing::info!(
+                store = path,
+                applied,
+                known,
+                "bringing the store's schema up to date; a large store may take a minute"
+            );
+        }
+    }
+    migrator.run(pool).await.map_err(|e| match e {
         sqlx::migrate::MigrateError::Execute(inner) => match classify(path, "migrate", inner) {
             StoreError::Database { detail, .. } => StoreError::Migrate {
                 path: path.to_owned(),
