@@ -766,6 +766,26 @@ fn bind_outbox(b: &mut Batch, row: &OutboxRow) -> Result<(), BatchError> {
     b.opt_int(row.acked_ms)
 }
 
+/// Appends an insert of `(envelope id, receipt)` pairs into `outbox_receipt`, for the
+/// outbox rows of those ids that meet `condition`.
+fn insert_receipts(
+    b: &mut Batch,
+    receipts: &[(&str, &str)],
+    condition: &str,
+) -> Result<(), BatchError> {
+    b.insert(
+        "INSERT INTO outbox_receipt (seq, receipt_json) \
+         SELECT outbox.seq, v.column2 FROM (VALUES ",
+        2,
+        &format!(") AS v JOIN outbox ON outbox.envelope_id = v.column1 WHERE {condition}"),
+        receipts,
+        |b, (id, receipt)| {
+            b.text(id)?;
+            b.text(receipt)
+        },
+    )
+}
+
 fn bind_inbox(b: &mut Batch, row: &InboxRow) -> Result<(), BatchError> {
     b.text(&row.envelope_id)?;
     b.text(&row.from_desk)?;
@@ -948,9 +968,10 @@ impl Store for SqliteStore {
         }
         // The first receipt for an id wins, also within this call.
         let mut seen = HashSet::new();
-        let firsts: Vec<&(String, String)> = receipts
+        let firsts: Vec<(&str, &str)> = receipts
             .iter()
             .filter(|(id, _)| seen.insert(id.as_str()))
+            .map(|(id, receipt)| (id.as_str(), receipt.as_str()))
             .collect();
         // A CHECK cannot see `outbox_receipt`, so rows are checked here, by the same
         // rules (and in the same order) as the in-memory model checks them.
@@ -988,33 +1009,15 @@ impl Store for SqliteStore {
                     },
                 )?;
                 // An id that was already held keeps the receipt it had (or none).
-                b.insert(
-                    "INSERT INTO outbox_receipt (seq, receipt_json) \
-                     SELECT outbox.seq, v.column2 FROM (VALUES ",
-                    2,
-                    ") AS v JOIN outbox ON outbox.envelope_id = v.column1 \
-                     WHERE outbox.state = 'delivered' \
-                     AND NOT EXISTS (SELECT 1 FROM outbox_receipt AS r WHERE r.seq = outbox.seq)",
+                insert_receipts(
+                    b,
                     &with_receipt,
-                    |b, (id, receipt)| {
-                        b.text(id)?;
-                        b.text(receipt)
-                    },
+                    "outbox.state = 'delivered' \
+                     AND NOT EXISTS (SELECT 1 FROM outbox_receipt AS r WHERE r.seq = outbox.seq)",
                 )?;
                 // The receipt first, while the row is not yet delivered: the first
                 // receipt for an id wins.
-                b.insert(
-                    "INSERT INTO outbox_receipt (seq, receipt_json) \
-                     SELECT outbox.seq, v.column2 FROM (VALUES ",
-                    2,
-                    ") AS v JOIN outbox ON outbox.envelope_id = v.column1 \
-                     WHERE outbox.state <> 'delivered'",
-                    &firsts,
-                    |b, (id, receipt)| {
-                        b.text(id)?;
-                        b.text(receipt)
-                    },
-                )?;
+                insert_receipts(b, &firsts, "outbox.state <> 'delivered'")?;
                 // `now_ms` is a number written into the text, not a placeholder: the
                 // placeholders of a statement are bound row by row.
                 b.insert(
