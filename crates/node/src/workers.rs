@@ -818,15 +818,16 @@ pub async fn escalations<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Rece
         routes.retain(|id, _| waiting.contains(id.as_str()));
         let now_ms = node.clock.now_ms();
         for row in unacked.iter().filter(|r| r.escalated_ms.is_none()) {
-            let route = routes.entry(row.envelope_id.clone()).or_insert_with(|| {
-                Envelope::from_json(row.envelope_json.as_bytes())
+            if !routes.contains_key(&row.envelope_id) {
+                let route = Envelope::from_json(row.envelope_json.as_bytes())
                     .ok()
-                    .map(|env| (env.header.agreement, env.header.channel))
-            });
+                    .map(|env| (env.header.agreement, env.header.channel));
+                routes.insert(row.envelope_id.clone(), route);
+            }
+            let route = routes.get(&row.envelope_id).and_then(Option::as_ref);
             // The deadline is asked each pass: it follows the agreements in force.
-            let Some(deadline) = route
-                .as_ref()
-                .and_then(|(agreement, channel)| node.ack_deadline_ms(agreement, channel))
+            let Some(deadline) =
+                route.and_then(|(agreement, channel)| node.ack_deadline_ms(agreement, channel))
             else {
                 continue;
             };

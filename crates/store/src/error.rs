@@ -186,6 +186,20 @@ pub(crate) fn classify(path: &str, op: &'static str, err: sqlx::Error) -> StoreE
     }
 }
 
+/// The error SQLite reports for a violated constraint, with the same rule text.
+pub(crate) fn violated(op: &'static str, detail: String) -> StoreError {
+    StoreError::InvalidInput {
+        op,
+        rule: describe_constraint(&detail),
+        detail,
+    }
+}
+
+/// The error SQLite reports when the CHECK named `constraint` fails.
+pub(crate) fn check_failed(op: &'static str, constraint: &str) -> StoreError {
+    violated(op, format!("CHECK constraint failed: {constraint}"))
+}
+
 /// Maps a SQLite constraint message to the rule it enforces.
 pub(crate) fn describe_constraint(message: &str) -> Cow<'static, str> {
     const RULES: &[(&str, &str)] = &[

@@ -46,10 +46,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use liaison_core::merkle::{Frontier, Hash, LeafHashes, SubtreeId, leaf_hash};
 
-use crate::error::describe_constraint;
+use crate::error::{check_failed, violated};
 use crate::types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
     OutboxCommitted, OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
+    check_outbox_row,
 };
 use crate::{AuditRow, Store, StoreError, StoreResult};
 
@@ -172,47 +173,8 @@ fn corrupt(detail: String) -> StoreError {
     }
 }
 
-/// The error SQLite reports for a violated constraint, with the same rule text.
-fn violated(op: &'static str, detail: String) -> StoreError {
-    StoreError::InvalidInput {
-        op,
-        rule: describe_constraint(&detail),
-        detail,
-    }
-}
-
-fn check_failed(op: &'static str, constraint: &str) -> StoreError {
-    violated(op, format!("CHECK constraint failed: {constraint}"))
-}
-
 fn take_of(limit: u32) -> usize {
     usize::try_from(limit.max(1)).unwrap_or(usize::MAX)
-}
-
-/// The rules an outbox row must meet before it is written, in the order SQLite's
-/// constraints report them; the SQLite store checks them here too, since one of them
-/// (a delivered row's receipt) is kept in another table.
-pub(crate) fn check_outbox_row(op: &'static str, r: &OutboxRow) -> StoreResult<()> {
-    let broken = if r.envelope_id.is_empty() {
-        Some("outbox_envelope_id_nonempty")
-    } else if r.peer.is_empty() {
-        Some("outbox_peer_nonempty")
-    } else if r.precedence > 3 {
-        Some("outbox_precedence_range")
-    } else if r.state == OutboxState::Delivered
-        && (r.receipt_json.is_none() || r.delivered_ms.is_none())
-    {
-        Some("outbox_delivered_has_receipt")
-    } else if r.state == OutboxState::Bounced
-        && (r.bounce_reason.is_none() || r.bounced_ms.is_none())
-    {
-        Some("outbox_bounced_has_reason")
-    } else if r.acked_ms.is_none() != r.acked_receipt_json.is_none() {
-        Some("outbox_ack_complete")
-    } else {
-        None
-    };
-    broken.map_or(Ok(()), |c| Err(check_failed(op, c)))
 }
 
 fn check_inbox_row(op: &'static str, r: &InboxRow) -> StoreResult<()> {

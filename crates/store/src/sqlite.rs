@@ -35,10 +35,10 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::batch::{Batch, BatchError, is_audit_index_conflict, is_stored_level};
 use crate::error::classify;
-use crate::memory::check_outbox_row;
 use crate::types::{
     AckOutboxRow, AckOutcome, AgreementPut, AgreementRow, EscalationRow, InboxCursor, InboxRow,
     OutboxCommitted, OutboxDepth, OutboxRow, OutboxState, SessionRow, TokenRow, UserRow,
+    check_outbox_row,
 };
 use crate::{Store, StoreError, StoreResult};
 
@@ -766,22 +766,24 @@ fn bind_outbox(b: &mut Batch, row: &OutboxRow) -> Result<(), BatchError> {
     b.opt_int(row.acked_ms)
 }
 
-/// Appends an insert of `(envelope id, receipt)` pairs into `outbox_receipt`, for the
-/// outbox rows of those ids that meet `condition`.
-fn insert_receipts(
+/// Appends an insert of `(envelope id, text)` pairs into `table` (`outbox_envelope`
+/// or `outbox_receipt`), keyed by the `seq` of the outbox row of each id that meets
+/// `condition` (which may end in a conflict clause).
+fn insert_beside_outbox(
     b: &mut Batch,
-    receipts: &[(&str, &str)],
+    table: &str,
+    column: &str,
+    pairs: &[(&str, &str)],
     condition: &str,
 ) -> Result<(), BatchError> {
     b.insert(
-        "INSERT INTO outbox_receipt (seq, receipt_json) \
-         SELECT outbox.seq, v.column2 FROM (VALUES ",
+        &format!("INSERT INTO {table} (seq, {column}) SELECT outbox.seq, v.column2 FROM (VALUES "),
         2,
         &format!(") AS v JOIN outbox ON outbox.envelope_id = v.column1 WHERE {condition}"),
-        receipts,
-        |b, (id, receipt)| {
+        pairs,
+        |b, (id, text)| {
             b.text(id)?;
-            b.text(receipt)
+            b.text(text)
         },
     )
 }
@@ -978,12 +980,15 @@ impl Store for SqliteStore {
         for r in accepted {
             check_outbox_row(OP, r)?;
         }
+        let envelopes: Vec<(&str, &str)> = accepted
+            .iter()
+            .map(|r| (r.envelope_id.as_str(), r.envelope_json.as_str()))
+            .collect();
         // Rows that arrive delivered bring their receipt (the store's tests write such
         // rows; the node only ever accepts queued ones).
-        let mut once = HashSet::new();
         let with_receipt: Vec<(&str, &str)> = accepted
             .iter()
-            .filter(|r| r.state == OutboxState::Delivered && once.insert(r.envelope_id.as_str()))
+            .filter(|r| r.state == OutboxState::Delivered)
             .filter_map(|r| Some((r.envelope_id.as_str(), r.receipt_json.as_deref()?)))
             .collect();
         let rows = self
@@ -995,29 +1000,31 @@ impl Store for SqliteStore {
                     accepted,
                     bind_outbox,
                 )?;
-                // An id that was already held keeps the envelope it had.
-                b.insert(
-                    "INSERT INTO outbox_envelope (seq, envelope_json) \
-                     SELECT outbox.seq, v.column2 FROM (VALUES ",
-                    2,
-                    ") AS v JOIN outbox ON outbox.envelope_id = v.column1 \
-                     WHERE true ON CONFLICT (seq) DO NOTHING",
-                    accepted,
-                    |b, r| {
-                        b.text(&r.envelope_id)?;
-                        b.text(&r.envelope_json)
-                    },
-                )?;
-                // An id that was already held keeps the receipt it had (or none).
-                insert_receipts(
+                // An id that was already held keeps the envelope and receipt it had, and
+                // the first of an id repeated in this call wins (VALUES rows go in order).
+                insert_beside_outbox(
                     b,
+                    "outbox_envelope",
+                    "envelope_json",
+                    &envelopes,
+                    "true ON CONFLICT (seq) DO NOTHING",
+                )?;
+                insert_beside_outbox(
+                    b,
+                    "outbox_receipt",
+                    "receipt_json",
                     &with_receipt,
-                    "outbox.state = 'delivered' \
-                     AND NOT EXISTS (SELECT 1 FROM outbox_receipt AS r WHERE r.seq = outbox.seq)",
+                    "outbox.state = 'delivered' ON CONFLICT (seq) DO NOTHING",
                 )?;
                 // The receipt first, while the row is not yet delivered: the first
                 // receipt for an id wins.
-                insert_receipts(b, &firsts, "outbox.state <> 'delivered'")?;
+                insert_beside_outbox(
+                    b,
+                    "outbox_receipt",
+                    "receipt_json",
+                    &firsts,
+                    "outbox.state <> 'delivered'",
+                )?;
                 // `now_ms` is a number written into the text, not a placeholder: the
                 // placeholders of a statement are bound row by row.
                 b.insert(

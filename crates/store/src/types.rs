@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+use crate::StoreResult;
+use crate::error::check_failed;
+
 /// Precedence of FLASH messages (the highest).
 pub const PRECEDENCE_FLASH: u8 = 3;
 /// Precedence of ROUTINE messages (the lowest).
@@ -271,4 +274,31 @@ pub struct TokenRow {
     pub user_name: String,
     pub label: String,
     pub created_ms: i64,
+}
+
+/// The rules an outbox row must meet before it is written, in the order SQLite's
+/// constraints report them. Both stores check them: the in-memory one has no
+/// constraints, and the SQLite one keeps a delivered row's receipt in another table,
+/// where a CHECK cannot see it.
+pub(crate) fn check_outbox_row(op: &'static str, r: &OutboxRow) -> StoreResult<()> {
+    let broken = if r.envelope_id.is_empty() {
+        Some("outbox_envelope_id_nonempty")
+    } else if r.peer.is_empty() {
+        Some("outbox_peer_nonempty")
+    } else if r.precedence > 3 {
+        Some("outbox_precedence_range")
+    } else if r.state == OutboxState::Delivered
+        && (r.receipt_json.is_none() || r.delivered_ms.is_none())
+    {
+        Some("outbox_delivered_has_receipt")
+    } else if r.state == OutboxState::Bounced
+        && (r.bounce_reason.is_none() || r.bounced_ms.is_none())
+    {
+        Some("outbox_bounced_has_reason")
+    } else if r.acked_ms.is_none() != r.acked_receipt_json.is_none() {
+        Some("outbox_ack_complete")
+    } else {
+        None
+    };
+    broken.map_or(Ok(()), |c| Err(check_failed(op, c)))
 }
