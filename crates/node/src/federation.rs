@@ -173,6 +173,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
     let consents = node.consents();
     let mut rows = Vec::new();
     let mut audit = Vec::new();
+    let mut audit_ends = Vec::new();
     let mut outcomes: Vec<(EnvelopeId, String, Outcome)> = Vec::new();
     // One signature for the batch; each envelope comes back with its proof attached,
     // so the stored copy verifies alone.
@@ -214,6 +215,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
                     receiver_label: receiver_label.to_string(),
                     precedence: h.precedence.to_string(),
                 }));
+                audit_ends.push(audit.len());
                 rows.push(InboxRow {
                     seq: 0,
                     envelope_id: h.id.to_string(),
@@ -247,6 +249,7 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
     Ok(Checked {
         rows,
         audit,
+        audit_ends,
         outcomes,
         now,
     })
@@ -257,6 +260,9 @@ fn check_batch<S: Store>(node: &Node<S>, peer: &str, body: &[u8]) -> Result<Chec
 struct Checked {
     rows: Vec<InboxRow>,
     audit: Vec<Vec<u8>>,
+    /// For each row, the end of the audit entries up to and including its own: a
+    /// part of the batch committed alone takes its rows' entries with it.
+    audit_ends: Vec<usize>,
     outcomes: Vec<(EnvelopeId, String, Outcome)>,
     now: Timestamp,
 }
@@ -348,6 +354,7 @@ async fn envelopes<S: Store>(
     let Checked {
         rows,
         audit,
+        audit_ends,
         outcomes,
         now,
     } = crate::cpu::run(weight, move || check_batch(&checker, &sender, &body))
@@ -364,7 +371,15 @@ async fn envelopes<S: Store>(
         node.bulk_writes.acquire().await.ok()
     };
     // Durable before any receipt is signed (rule 6).
-    let fresh = node.store.inbox_insert_batch(&rows, &audit).await;
+    if urgent {
+        node.note_urgent();
+    }
+    let part = if urgent || !node.urgent_about() {
+        rows.len()
+    } else {
+        BULK_PART_WHILE_URGENT
+    };
+    let fresh = insert_in_parts(&node, &rows, &audit, &audit_ends, part).await;
     drop(turn);
     let fresh = fresh.map_err(unavailable)?;
     let new = fresh.iter().filter(|b| **b).count() as u64;
@@ -435,6 +450,67 @@ async fn envelopes<S: Store>(
         crate::events::publish(&node, "inbox");
     }
     Ok(Json(receipts))
+}
+
+/// Rows of a bulk batch committed together while urgent traffic is about: an urgent
+/// write waits for the store's one writer to finish at most this many rows.
+pub const BULK_PART_WHILE_URGENT: usize = 8;
+
+/// Inserts `rows` with their audit entries (see [`Checked::audit_ends`]), `part` rows
+/// to a transaction, in order. Parts committed before a failure stay: each row is
+/// stored with its own audit entry, and the sender, with no receipt, sends the batch
+/// again, when the stored rows are answered as held.
+async fn insert_in_parts<S: Store>(
+    node: &Node<S>,
+    rows: &[InboxRow],
+    audit: &[Vec<u8>],
+    audit_ends: &[usize],
+    part: usize,
+) -> Result<Vec<bool>, liaison_store::StoreError> {
+    let mut fresh = Vec::with_capacity(rows.len());
+    for (r, a) in parts(rows.len(), audit_ends, audit.len(), part) {
+        fresh.extend(
+            node.store
+                .inbox_insert_batch(
+                    rows.get(r).unwrap_or_default(),
+                    audit.get(a).unwrap_or_default(),
+                )
+                .await?,
+        );
+    }
+    Ok(fresh)
+}
+
+/// Cuts `rows` rows and `entries` audit entries into parts of at most `part` rows, as
+/// (rows, entries) ranges that cover both in order; `audit_ends[i]` is the end of row
+/// `i`'s entries, so each row's entry is in its part. Entries after the last row's
+/// go with the last part; with no rows, one part takes every entry.
+fn parts(
+    rows: usize,
+    audit_ends: &[usize],
+    entries: usize,
+    part: usize,
+) -> Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> {
+    let part = part.max(1);
+    let mut out = Vec::with_capacity(rows.div_ceil(part).max(1));
+    let (mut row, mut entry) = (0, 0);
+    loop {
+        let to_row = (row + part).min(rows);
+        let to_entry = if to_row == rows {
+            entries
+        } else {
+            audit_ends
+                .get(to_row - 1)
+                .copied()
+                .unwrap_or(entries)
+                .clamp(entry, entries)
+        };
+        out.push((row..to_row, entry..to_entry));
+        if to_row == rows {
+            return out;
+        }
+        (row, entry) = (to_row, to_entry);
+    }
 }
 
 /// Answers a sender about envelopes it sent and can no longer send: a stored receipt
@@ -580,4 +656,45 @@ async fn heartbeat<S: Store>(
         .key
         .sign_b64(&heartbeat_bytes("heartbeat-reply", &body));
     Ok(Json(HeartbeatReply { body, signature }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Parts cover every row and entry once, in order, none over `part` rows, and
+        /// each row's own entry lies in its part.
+        #[test]
+        fn parts_keep_each_row_with_its_audit_entry(
+            // Entries before each row (tampered or refused envelopes) and after the last.
+            before in proptest::collection::vec(0usize..3, 0..40),
+            after in 0usize..3,
+            part in 1usize..12,
+        ) {
+            let mut audit_ends = Vec::new();
+            let mut entries = 0;
+            for b in &before {
+                entries += b + 1;
+                audit_ends.push(entries);
+            }
+            entries += after;
+            let rows = before.len();
+            let cut = parts(rows, &audit_ends, entries, part);
+            let (mut row, mut entry) = (0, 0);
+            for (r, a) in &cut {
+                prop_assert_eq!(r.start, row);
+                prop_assert_eq!(a.start, entry);
+                prop_assert!(r.len() <= part);
+                for i in r.clone() {
+                    prop_assert!(a.contains(&(audit_ends[i] - 1)));
+                }
+                (row, entry) = (r.end, a.end);
+            }
+            prop_assert_eq!(row, rows);
+            prop_assert_eq!(entry, entries);
+            prop_assert_eq!(cut.len(), rows.div_ceil(part).max(1));
+        }
+    }
 }

@@ -30,8 +30,13 @@ pub const ACCEPT_BATCH_MAX: usize = 512;
 /// Receipts recorded in one group commit: a default bulk batch's worth, so an urgent
 /// write waiting for the commit under way waits a few milliseconds, not tens.
 pub const RECEIPT_BATCH_MAX: usize = 128;
+/// Accepts or receipts in one group commit while urgent traffic is about
+/// ([`Node::urgent_about`]): the commit an urgent write may find under way is short.
+pub const BATCH_WHILE_URGENT: usize = 16;
 /// Writes waiting for the writer.
 pub const WRITE_QUEUE_MAX: usize = 8192;
+/// How long after the last urgent message bulk work keeps to small pieces.
+pub const URGENT_QUIET_MS: i64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -184,9 +189,9 @@ pub struct Node<S: Store> {
     /// turns for the store's single writer, so a FLASH arrival queues behind at most
     /// one of them (the outbox writer orders its own writes, urgent first).
     pub bulk_writes: tokio::sync::Semaphore,
-    /// Clock time of the last FLASH or IMMEDIATE accept; the bulk lane sends small
-    /// batches for a while after it.
-    urgent_accepted_ms: std::sync::atomic::AtomicI64,
+    /// Clock time of the last FLASH or IMMEDIATE accepted here or arrived from a peer;
+    /// bulk work goes in small pieces for a while after it ([`Node::urgent_about`]).
+    urgent_seen_ms: std::sync::atomic::AtomicI64,
     /// Outbox rows (by seq) put on the wire by this process and not settled yet.
     sent: Mutex<std::collections::HashSet<i64>>,
     /// Highest outbox seq when this process started: a row at or below it may have
@@ -259,7 +264,7 @@ impl<S: Store> Node<S> {
             sent: Mutex::new(std::collections::HashSet::new()),
             boot_seq: std::sync::atomic::AtomicI64::new(i64::MAX),
             bulk_writes: tokio::sync::Semaphore::new(1),
-            urgent_accepted_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            urgent_seen_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             peer_log_lock: tokio::sync::Mutex::new(()),
         });
         let writer = group_commit(node.clone(), urgent_rx, rx, close);
@@ -282,22 +287,45 @@ impl<S: Store> Node<S> {
     /// Records a peer's verified receipts (with their audit entries) durably, in the
     /// writer's next group commit (an `urgent` one if any is for a FLASH or IMMEDIATE
     /// message); a flag per receipt, `true` if that message became delivered now.
+    ///
+    /// While urgent traffic is about, bulk receipts go in parts of
+    /// [`BATCH_WHILE_URGENT`], each committed before the next is handed over, so an
+    /// urgent write waits for one short commit, not a whole batch's. A part recorded
+    /// before a failure stays recorded; the rest stay queued and are sent again, and
+    /// the peer answers those as held.
     pub async fn record_receipts(
         &self,
-        receipts: Vec<(String, String)>,
-        audit: Vec<Vec<u8>>,
+        mut receipts: Vec<(String, String)>,
+        mut audit: Vec<Vec<u8>>,
         urgent: bool,
     ) -> Result<Vec<bool>, String> {
-        let (done, wait) = oneshot::channel();
-        self.writer_for(urgent)
-            .send(WriteJob::Receipts {
-                receipts,
-                audit,
-                done,
-            })
-            .await
-            .map_err(|_| "node is shutting down".to_owned())?;
-        wait.await.map_err(|_| "node is shutting down".to_owned())?
+        let part = if !urgent && audit.len() == receipts.len() && self.urgent_about() {
+            BATCH_WHILE_URGENT
+        } else {
+            receipts.len().max(1)
+        };
+        let mut flags = Vec::with_capacity(receipts.len());
+        loop {
+            let rest = receipts.split_off(part.min(receipts.len()));
+            let rest_audit = audit.split_off(part.min(audit.len()));
+            let (done, wait) = oneshot::channel();
+            self.writer_for(urgent)
+                .send(WriteJob::Receipts {
+                    receipts,
+                    audit,
+                    done,
+                })
+                .await
+                .map_err(|_| "node is shutting down".to_owned())?;
+            flags.extend(
+                wait.await
+                    .map_err(|_| "node is shutting down".to_owned())??,
+            );
+            if rest.is_empty() {
+                return Ok(flags);
+            }
+            (receipts, audit) = (rest, rest_audit);
+        }
     }
 
     pub fn wake_lane(&self, peer: &str, express: bool) {
@@ -340,10 +368,20 @@ impl<S: Store> Node<S> {
             || self.sent.lock().map_or(true, |g| g.contains(&seq))
     }
 
-    /// Clock time of the last FLASH or IMMEDIATE accept (`i64::MIN` if none yet).
-    pub fn urgent_accepted_ms(&self) -> i64 {
-        self.urgent_accepted_ms
-            .load(std::sync::atomic::Ordering::Relaxed)
+    /// Notes FLASH or IMMEDIATE traffic (accepted here, or arrived) now.
+    pub fn note_urgent(&self) {
+        self.urgent_seen_ms
+            .fetch_max(self.clock.now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether FLASH or IMMEDIATE traffic passed within [`URGENT_QUIET_MS`]: bulk
+    /// writes and batches then stay small, so an urgent one never waits long for the
+    /// store's one writer at either end.
+    pub fn urgent_about(&self) -> bool {
+        self.clock.now_ms().saturating_sub(
+            self.urgent_seen_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ) < URGENT_QUIET_MS
     }
 
     pub fn agreements(&self) -> Arc<AgreementSet> {
@@ -717,8 +755,7 @@ impl<S: Store> Node<S> {
         inc(&self.metrics.accepted);
         let urgent = precedence >= Precedence::Immediate;
         if urgent {
-            self.urgent_accepted_ms
-                .fetch_max(now.as_millisecond(), std::sync::atomic::Ordering::Relaxed);
+            self.note_urgent();
         }
         self.wake_lane(to.party_str(), urgent);
         Ok(Accepted {
@@ -828,7 +865,12 @@ async fn group_commit<S: Store>(
             .iter()
             .map(WriteJob::size)
             .fold((0, 0), |(a, r), (ja, jr)| (a + ja, r + jr));
-        while accepts < ACCEPT_BATCH_MAX && receipts < RECEIPT_BATCH_MAX {
+        let (accepts_max, receipts_max) = if node.urgent_about() {
+            (BATCH_WHILE_URGENT, BATCH_WHILE_URGENT)
+        } else {
+            (ACCEPT_BATCH_MAX, RECEIPT_BATCH_MAX)
+        };
+        while accepts < accepts_max && receipts < receipts_max {
             let Ok(j) = queue.try_recv() else { break };
             let (ja, jr) = j.size();
             accepts += ja;

@@ -74,9 +74,7 @@ pub const BULK: Lane = Lane {
 pub const EXPRESS_BATCH_MAX: u32 = 32;
 /// Envelopes per bulk batch while urgent traffic is about: a bulk batch's writes hold
 /// the store's one writer at both ends, and a FLASH write may have to wait for one.
-pub const BULK_BATCH_WHILE_URGENT: u32 = 32;
-/// How long after the last urgent accept the bulk lane keeps its batches small.
-pub const URGENT_QUIET_MS: i64 = 2_000;
+pub const BULK_BATCH_WHILE_URGENT: u32 = crate::node::BATCH_WHILE_URGENT as u32;
 
 /// Sends one peer's queue for one lane, highest precedence first, in batches.
 pub async fn deliver<S: Store>(
@@ -103,12 +101,7 @@ pub async fn deliver<S: Store>(
         }
         // While urgent traffic is about, one bulk batch at a time: the store's one
         // writer at each end then has room for the FLASH writes between bulk writes.
-        let urgent_about = !lane.express
-            && node
-                .clock
-                .now_ms()
-                .saturating_sub(node.urgent_accepted_ms())
-                < URGENT_QUIET_MS;
+        let urgent_about = !lane.express && node.urgent_about();
         let in_flight_max = if urgent_about { 1 } else { lane.in_flight_max };
         while tasks.len() >= in_flight_max {
             let _ = tasks.join_next().await;
