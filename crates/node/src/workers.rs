@@ -76,6 +76,47 @@ pub const EXPRESS_BATCH_MAX: u32 = 32;
 /// the store's one writer at both ends, and a FLASH write may have to wait for one.
 pub const BULK_BATCH_WHILE_URGENT: u32 = crate::node::BATCH_WHILE_URGENT as u32;
 
+/// How many envelopes a lane's next batch may hold. After a batch goes unanswered
+/// (the peer was unreachable, say) and when the lane starts, batches start small and
+/// double with each one answered, one at a time, up to the configured size: a peer
+/// that returns is not handed several full batches at once, whose writes a FLASH
+/// arriving just then would wait behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    size: u32,
+    start: u32,
+    max: u32,
+}
+
+impl Window {
+    pub fn new(start: u32, max: u32) -> Self {
+        let max = max.max(1);
+        let start = start.clamp(1, max);
+        Self {
+            size: start,
+            start,
+            max,
+        }
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Whether batches are still growing towards the full size.
+    pub fn opening(&self) -> bool {
+        self.size < self.max
+    }
+
+    pub fn answered(&mut self, ok: bool) {
+        self.size = if ok {
+            self.size.saturating_mul(2).min(self.max)
+        } else {
+            self.start
+        };
+    }
+}
+
 /// Sends one peer's queue for one lane, highest precedence first, in batches.
 pub async fn deliver<S: Store>(
     node: Arc<Node<S>>,
@@ -93,7 +134,16 @@ pub async fn deliver<S: Store>(
     // Kept in memory rather than written as a lease: a write costs an fsync on the
     // path of every batch, and after a restart nothing is on the wire anyway.
     let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::new(Mutex::new(HashSet::new()));
-    let mut tasks: JoinSet<()> = JoinSet::new();
+    // Each task answers whether the peer's receipts came back and verified.
+    let mut tasks: JoinSet<bool> = JoinSet::new();
+    let mut window = Window::new(
+        if lane.express {
+            batch_max
+        } else {
+            BULK_BATCH_WHILE_URGENT.min(batch_max)
+        },
+        batch_max,
+    );
     loop {
         if *shutdown.borrow() {
             while tasks.join_next().await.is_some() {}
@@ -102,9 +152,15 @@ pub async fn deliver<S: Store>(
         // While urgent traffic is about, one bulk batch at a time: the store's one
         // writer at each end then has room for the FLASH writes between bulk writes.
         let urgent_about = !lane.express && node.urgent_about();
-        let in_flight_max = if urgent_about { 1 } else { lane.in_flight_max };
+        let in_flight_max = if urgent_about || window.opening() {
+            1
+        } else {
+            lane.in_flight_max
+        };
         while tasks.len() >= in_flight_max {
-            let _ = tasks.join_next().await;
+            if let Some(answered) = tasks.join_next().await {
+                window.answered(answered.unwrap_or(false));
+            }
         }
         let now = node.now();
         // The bulk lane yields while urgent traffic waits: a returning peer gets the
@@ -129,9 +185,9 @@ pub async fn deliver<S: Store>(
             }
         }
         let limit = if urgent_about {
-            batch_max.min(BULK_BATCH_WHILE_URGENT)
+            window.size().min(BULK_BATCH_WHILE_URGENT)
         } else {
-            batch_max
+            window.size()
         };
         let busy: Vec<i64> = in_flight
             .lock()
@@ -163,7 +219,9 @@ pub async fn deliver<S: Store>(
                 _ = shutdown.changed() => {}
                 _ = tokio::time::sleep(IDLE_POLL) => {}
                 _ = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(answered) = tasks.join_next(), if !tasks.is_empty() => {
+                    window.answered(answered.unwrap_or(false));
+                }
             }
             continue;
         }
@@ -240,7 +298,7 @@ enum Errand {
 /// Runs `errand` for `rows` on a task of the lane, keeping the rows out of the lane's
 /// next fetches until it is done.
 fn spawn_errand<S: Store>(
-    tasks: &mut JoinSet<()>,
+    tasks: &mut JoinSet<bool>,
     node: &Arc<Node<S>>,
     peer: &str,
     in_flight: &Arc<Mutex<HashSet<i64>>>,
@@ -264,11 +322,13 @@ fn spawn_errand<S: Store>(
         }
         // Off the lane: a consistency check may ask the peer for a proof, and the
         // next batch need not wait for it.
+        let answered = head.is_some();
         if let Some(sth) = head {
             tokio::spawn(async move {
                 crate::audit::observe_peer_head(&node, &peer, &sth).await;
             });
         }
+        answered
     });
 }
 
@@ -880,5 +940,25 @@ pub async fn maintenance<S: Store>(node: Arc<Node<S>>, mut shutdown: watch::Rece
         if idle(&mut shutdown, None, Duration::from_millis(200)).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_doubles_while_answered_and_starts_over_when_not() {
+        let mut w = Window::new(16, 128);
+        let mut sizes = vec![w.size()];
+        for ok in [true, true, true, true, false, true] {
+            w.answered(ok);
+            sizes.push(w.size());
+        }
+        assert_eq!(sizes, [16, 32, 64, 128, 128, 16, 32]);
+        assert!(w.opening());
+        // A configured size below the start is the size from the first batch on.
+        let w = Window::new(16, 4);
+        assert_eq!((w.size(), w.opening()), (4, false));
     }
 }
