@@ -89,6 +89,10 @@ pub async fn bench(args: Args) -> anyhow::Result<Exit> {
             format!("{} FLASH, {} ROUTINE queued", args.flash, r.backlog_routine),
             &r.flash,
         );
+        println!(
+            "  {:<34} {:>6.0} msgs/s of the backlog, meanwhile",
+            "ROUTINE delivered while FLASH flow", r.flash.others_per_s
+        );
         match peak_rss_bytes() {
             Some(b) => println!(
                 "peak RSS of this process (both nodes and the bench): {:.0} MB",

@@ -60,6 +60,9 @@ pub struct Latency {
     pub receipt_p99_ms: f64,
     pub recorded_p50_ms: f64,
     pub recorded_p99_ms: f64,
+    /// Other messages (a backlog draining) whose receipts were recorded meanwhile, per
+    /// second of the run: what the measured traffic's precedence cost them.
+    pub others_per_s: f64,
 }
 
 /// Latency of one durable 4 KiB write (`pwrite` then `fsync`, as a commit appends a
@@ -333,6 +336,7 @@ async fn paced<S: Store>(
     let mut t = Tracker::default();
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let start = Instant::now();
+    let mut seen = 0usize;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Instant)>();
     for k in 0..n {
         let due = start + interval * k as u32;
@@ -348,6 +352,7 @@ async fn paced<S: Store>(
         });
         while let Ok(d) = rx.try_recv() {
             t.delivered(d);
+            seen += 1;
         }
         while let Ok((id, at)) = done_rx.try_recv() {
             t.accepted(id, at);
@@ -356,11 +361,15 @@ async fn paced<S: Store>(
     let deadline = Instant::now() + Duration::from_secs(120);
     while t.receipt.len() < n && Instant::now() < deadline {
         tokio::select! {
-            Some(d) = rx.recv() => t.delivered(d),
+            Some(d) = rx.recv() => {
+                t.delivered(d);
+                seen += 1;
+            }
             Some((id, at)) = done_rx.recv() => t.accepted(id, at),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    let others_per_s = seen.saturating_sub(t.receipt.len()) as f64 / start.elapsed().as_secs_f64();
     let (receipt_p50_ms, receipt_p99_ms) = p50_p99(t.receipt);
     let (recorded_p50_ms, recorded_p99_ms) = p50_p99(t.recorded);
     Latency {
@@ -368,6 +377,7 @@ async fn paced<S: Store>(
         receipt_p99_ms,
         recorded_p50_ms,
         recorded_p99_ms,
+        others_per_s,
     }
 }
 
