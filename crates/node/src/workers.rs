@@ -311,7 +311,7 @@ fn spawn_errand<S: Store>(
     }
     let (node, peer, in_flight) = (node.clone(), peer.to_owned(), in_flight.clone());
     tasks.spawn(async move {
-        let head = match errand {
+        let answer = match errand {
             Errand::Send => send_batch(&node, &peer, rows).await,
             Errand::Ask => ask_peer(&node, &peer, rows).await,
         };
@@ -322,7 +322,10 @@ fn spawn_errand<S: Store>(
         }
         // Off the lane: a consistency check may ask the peer for a proof, and the
         // next batch need not wait for it.
-        let answered = head.is_some();
+        let (answered, head) = match answer {
+            Answer::Answered(head) => (true, head),
+            Answer::Unanswered => (false, None),
+        };
         if let Some(sth) = head {
             tokio::spawn(async move {
                 crate::audit::observe_peer_head(&node, &peer, &sth).await;
@@ -343,12 +346,17 @@ struct Sending {
     leaf: Hash,
 }
 
-/// Returns the peer's signed tree head from a verified receipt batch, to be observed.
-async fn send_batch<S: Store>(
-    node: &Node<S>,
-    peer: &str,
-    sending: Vec<Sending>,
-) -> Option<SignedTreeHead> {
+/// How a batch's errand ended.
+#[derive(Debug)]
+enum Answer {
+    /// The peer answered with a receipt batch that verified, carrying its signed tree
+    /// head (to be observed) if it sent one.
+    Answered(Option<SignedTreeHead>),
+    /// No verified answer: the rows are rescheduled.
+    Unanswered,
+}
+
+async fn send_batch<S: Store>(node: &Node<S>, peer: &str, sending: Vec<Sending>) -> Answer {
     if !node.pins.is_pinned(peer) {
         retry_all(
             node,
@@ -356,7 +364,7 @@ async fn send_batch<S: Store>(
             &format!("no agreement in force pins a key for `{peer}`"),
         )
         .await;
-        return None;
+        return Answer::Unanswered;
     }
     // One signature for the batch. The envelopes travel as stored (unsigned), so
     // the wire form is written around their text rather than re-encoded.
@@ -366,7 +374,7 @@ async fn send_batch<S: Store>(
         Ok(h) => h,
         Err(e) => {
             retry_all(node, &sending, &format!("cannot encode a batch head: {e}")).await;
-            return None;
+            return Answer::Unanswered;
         }
     };
     let body = format!(
@@ -391,11 +399,7 @@ async fn send_batch<S: Store>(
 /// Asks the peer about envelopes sent earlier that can no longer be sent: its signed
 /// answers settle each one, delivered (it holds it) or bounced (it never got it, and
 /// now refuses it for good). Until it answers they stay queued, in doubt.
-async fn ask_peer<S: Store>(
-    node: &Node<S>,
-    peer: &str,
-    asking: Vec<Sending>,
-) -> Option<SignedTreeHead> {
+async fn ask_peer<S: Store>(node: &Node<S>, peer: &str, asking: Vec<Sending>) -> Answer {
     add(&node.metrics.settle_asked, asking.len() as u64);
     let context = "in doubt: sent while an agreement allowed it, no receipt yet, and no \
                    agreement allows sending it now; asking the peer whether it arrived";
@@ -406,7 +410,7 @@ async fn ask_peer<S: Store>(
             &format!("{context}: no agreement signed with `{peer}` lets us ask"),
         )
         .await;
-        return None;
+        return Answer::Unanswered;
     }
     let request = SettleRequest {
         envelopes: asking
@@ -421,7 +425,7 @@ async fn ask_peer<S: Store>(
         Ok(b) => Bytes::from(b),
         Err(e) => {
             retry_all(node, &asking, &format!("{context}: {e}")).await;
-            return None;
+            return Answer::Unanswered;
         }
     };
     tracing::info!(%peer, count = asking.len(), "asking the peer about envelopes no longer sendable");
@@ -437,7 +441,7 @@ async fn exchange<S: Store>(
     body: Bytes,
     sending: Vec<Sending>,
     context: &str,
-) -> Option<SignedTreeHead> {
+) -> Answer {
     let addresses = node.config.peer_addresses(peer);
     let answer = node
         .client
@@ -468,7 +472,7 @@ async fn exchange<S: Store>(
         format!("{context}: {why}")
     };
     retry_all(node, &sending, &why).await;
-    None
+    Answer::Unanswered
 }
 
 /// Returns `false` if the store could not record the bounce (the row stays queued).
@@ -521,14 +525,14 @@ async fn retry_all<S: Store>(node: &Node<S>, rows: &[Sending], why: &str) {
 
 /// Matches receipts to what was sent; only a batch signed by the peer's pinned key,
 /// naming exactly an envelope's digest, releases that envelope from the outbox.
-/// Returns the batch's tree head once the batch verified.
+/// Answers whether the batch verified, with its tree head if it carries one.
 async fn settle<S: Store>(
     node: &Node<S>,
     peer: &str,
     sent: Vec<Sending>,
     batch: ReceiptBatch,
     batch_bytes: usize,
-) -> Option<SignedTreeHead> {
+) -> Answer {
     let keys = node.party_keys(peer);
     let tree_head = batch.tree_head.clone();
     let urgent = sent
@@ -560,7 +564,7 @@ async fn settle<S: Store>(
         Err(e) => {
             tracing::warn!(%peer, "receipt batch does not verify, keeping the envelopes: {e}");
             retry_all(node, &sent, "no valid receipt").await;
-            return None;
+            return Answer::Unanswered;
         }
     };
     // For benchmarks: the receipt is back and verified (recording it is one commit more).
@@ -642,7 +646,7 @@ async fn settle<S: Store>(
     if !unanswered.is_empty() {
         retry_all(node, &unanswered, "no valid receipt").await;
     }
-    tree_head
+    Answer::Answered(tree_head)
 }
 
 /// Sends acknowledgement receipts back to the peers whose messages were acknowledged.
