@@ -320,12 +320,12 @@ fn spawn_errand<S: Store>(
                 g.remove(seq);
             }
         }
-        // Off the lane: a consistency check may ask the peer for a proof, and the
-        // next batch need not wait for it.
         let (answered, head) = match answer {
             Answer::Answered(head) => (true, head),
             Answer::Unanswered => (false, None),
         };
+        // Off the lane: a consistency check may ask the peer for a proof, and the
+        // next batch need not wait for it.
         if let Some(sth) = head {
             tokio::spawn(async move {
                 crate::audit::observe_peer_head(&node, &peer, &sth).await;
